@@ -1,0 +1,118 @@
+"""MSGRPOCLI: LightningCLI with the framework's defaults, a summary line and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from msgrpo.data import RolloutDataModule
+from msgrpo.errors import ConfigError
+from msgrpo.evaluation import format_table
+from msgrpo.module import MSGRPOModule
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def config_path(name: str) -> str:
+    """Absolute path of a packaged recipe config (``msgrpo/recipes/configs/<name>``)."""
+    path = resources.files("msgrpo.recipes") / "configs" / name
+    if not path.is_file():
+        raise ConfigError(f"no packaged config named {name!r}")
+    return str(path)
+
+
+class ShortErrorParser(LightningArgumentParser):
+    """Argument parser whose errors name the bad value without a screen of usage text."""
+
+    def print_usage(self, file=None) -> None:
+        print(f"usage: {self.prog.replace(' [options]', '')} --help  (lists every option)", file=file or sys.stderr)
+
+
+class MSGRPOCLI(LightningCLI):
+    """LightningCLI for MS-GRPO recipes.
+
+    Every swappable object (game, credit assigner, sampler, loss, optimizer, policy) is a
+    ``class_path``/``init_args`` slot, selectable by short class name (``--data.sampler=Uniform``).
+    One epoch is one MS-GRPO iteration, so the trainer always reloads the train dataloader every epoch.
+    """
+
+    def __init__(self, default_config: str | None = None, args=None, **kwargs) -> None:
+        parser_kwargs = {"parser_mode": "omegaconf"}
+        if default_config is not None:
+            if kwargs.get("run", True):
+                parser_kwargs.update({sub: {"default_config_files": [default_config]} for sub in SUBCOMMANDS})
+            else:  # no subcommand: the top-level parser takes the defaults
+                parser_kwargs["default_config_files"] = [default_config]
+        super().__init__(
+            MSGRPOModule,
+            RolloutDataModule,
+            parser_kwargs=parser_kwargs,
+            save_config_kwargs={"overwrite": True},
+            parser_class=ShortErrorParser,
+            args=args,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.num_sanity_val_steps": 0})
+        parser.add_argument(
+            "--results_json",
+            type=str | None,
+            default=None,
+            help="Where `validate`/`test` write per-scenario results as JSON (default: <log dir>/eval.json).",
+        )
+
+    def _log_dir(self) -> Path:
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+
+    def after_fit(self) -> None:
+        module: MSGRPOModule = self.model
+        if self.trainer.global_rank != 0 or not module.history:
+            return
+        first, last = module.history[0], module.history[-1]
+
+        def fmt(row, key):
+            return f"{row[key]:.2f}" if key in row else "n/a"
+
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
+        print(
+            f"\nmsgrpo: trained {len(module.history)} iterations. Training rollouts: success rate "
+            f"{fmt(first, 'rollout/success_rate')} -> {fmt(last, 'rollout/success_rate')}, mean return "
+            f"{fmt(first, 'rollout/return_mean')} -> {fmt(last, 'rollout/return_mean')}, invalid actions "
+            f"{fmt(first, 'rollout/invalid_action_rate')} -> {fmt(last, 'rollout/invalid_action_rate')}."
+            + (f" Checkpoint: {best}" if best else "")
+            + f" Metrics: {self._log_dir()}",
+            flush=True,
+        )
+        if module.eval_results:
+            print("Last evaluation:\n" + format_table(module.eval_results), flush=True)
+
+    def _after_eval(self) -> None:
+        module: MSGRPOModule = self.model
+        if self.trainer.global_rank != 0 or not module.eval_results:
+            return
+        sub = self.config.get("subcommand")
+        target = self.config[sub].get("results_json") or str(self._log_dir() / "eval.json")
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(json.dumps({"scenarios": module.eval_results}, indent=2, sort_keys=True))
+        print("\n" + format_table(module.eval_results) + f"\nResults written to {target}", flush=True)
+
+    after_validate = _after_eval
+    after_test = _after_eval
+
+
+def run(default_config: str | None, args=None) -> MSGRPOCLI | None:
+    """Run the CLI; user errors end with a one-line message and exit code 2 instead of a traceback."""
+    try:
+        return MSGRPOCLI(default_config=default_config, args=args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("MSGRPO_TRACEBACK"):
+            raise
+        sys.exit(2)

@@ -1,0 +1,411 @@
+"""Credit assignment: from episode rewards to per-step advantages.
+
+Every assigner is pure: it takes per-step rewards of ``E`` episodes and their group ids and returns one
+advantage per step. MS-GRPO's :class:`EpisodeReturn` gives every step its episode's group-normalised
+return. The other assigners are ablations:
+
+- :class:`StepReward`: each step's own reward, normalised over the step rows of its group.
+- :class:`DiscountedReturn`: each step's discounted return-to-go, normalised over the step rows of its
+  group.
+- :class:`TerminalOnly`: the episode advantage on the last step only.
+- :class:`AnchorState`: GiGPO-style episode advantage plus a step advantage within groups of identical
+  states.
+- :class:`LeaveOneOut`: the RLOO baseline (each episode against the mean of the others).
+
+A truncated episode is just a shorter reward list; an episode with no steps gets an empty advantage tensor
+(and a return of 0 where a return is needed).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch
+
+EPS = 1e-6
+
+
+def group_normalize(
+    values: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool = True, eps: float = EPS
+) -> torch.Tensor:
+    """Subtract the group mean (and divide by the group std) of each value.
+
+    The std is the population std (``unbiased=False``), so a one-element group and a group of equal
+    values both give exactly 0, never NaN (equal values are detected exactly, so floating-point error in
+    the mean cannot leave tiny non-zero advantages behind).
+
+    Args:
+        values: ``[N]`` float values.
+        group_ids: ``[N]`` long group id of each value.
+        scale_by_std: Divide by ``std + eps`` (GRPO) or not (Dr. GRPO).
+        eps: Added to the std.
+
+    Returns:
+        ``[N]`` normalised values.
+    """
+    values = values.to(torch.float64)
+    if group_ids.shape != values.shape:
+        raise ValueError(
+            f"group_normalize: values {tuple(values.shape)} and group_ids {tuple(group_ids.shape)} differ"
+        )
+    out = torch.zeros_like(values)
+    for g in torch.unique(group_ids):
+        mask = group_ids == g
+        v = values[mask]
+        if bool(v.max() == v.min()):  # one element or all equal: exactly 0
+            continue
+        centred = v - v.mean()
+        if scale_by_std:
+            centred = centred / (v.std(unbiased=False) + eps)
+        out[mask] = centred
+    return out.to(torch.float32)
+
+
+def episode_returns(rewards: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of each episode's rewards. ``E`` tensors of shape ``[T_e]`` -> ``[E]``."""
+    if not rewards:
+        return torch.zeros(0)
+    return torch.stack(
+        [r.to(torch.float64).sum() if r.numel() else torch.zeros((), dtype=torch.float64) for r in rewards]
+    ).to(torch.float32)
+
+
+def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Return-to-go of every step: ``G_t = r_t + gamma * G_{t+1}``, ``G_T = 0``. ``[T]`` -> ``[T]``."""
+    r = rewards.to(torch.float64).flatten()
+    out = torch.zeros_like(r)
+    running = 0.0
+    for t in range(r.numel() - 1, -1, -1):
+        running = float(r[t]) + gamma * running
+        out[t] = running
+    return out
+
+
+def _lengths(rewards: list[torch.Tensor]) -> list[int]:
+    return [int(r.numel()) for r in rewards]
+
+
+def _rows_to_episodes(rows: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """Split ``[sum T_e]`` step rows back into ``E`` float32 tensors of shape ``[T_e]``."""
+    return [part.to(torch.float32).clone() for part in torch.split(rows, lengths)]
+
+
+def _check_gamma(name: str, gamma: float) -> None:
+    if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
+        raise ValueError(f"{name}: gamma must be in [0, 1], got {gamma!r}")
+
+
+def _check_stats_over(name: str, stats_over: str) -> None:
+    if stats_over not in ("episodes", "steps"):
+        raise ValueError(f"{name}: stats_over must be 'episodes' or 'steps', got {stats_over!r}")
+
+
+def _episode_level_advantages(
+    rewards: list[torch.Tensor],
+    group_ids: torch.Tensor,
+    scale_by_std: bool,
+    eps: float,
+    stats_over: str,
+) -> torch.Tensor:
+    """Group-normalised episode return, with statistics over episodes or over step rows. ``[E]``."""
+    returns = episode_returns(rewards)  # [E]
+    if stats_over == "episodes" or not rewards:
+        return group_normalize(returns, group_ids, scale_by_std, eps)
+    lengths = torch.tensor([max(r.numel(), 1) for r in rewards])  # an empty episode counts as one row
+    rows = returns.repeat_interleave(lengths)  # [sum T_e]
+    row_groups = group_ids.repeat_interleave(lengths)
+    normed = group_normalize(rows, row_groups, scale_by_std, eps)
+    starts = torch.cumsum(lengths, 0) - lengths
+    return normed[starts]
+
+
+class CreditAssigner(ABC):
+    """Turns per-step rewards into per-step advantages.
+
+    Args:
+        scale_by_std: Divide group-centred values by the group std (GRPO) or not (Dr. GRPO).
+        eps: Added to the std.
+    """
+
+    def __init__(self, scale_by_std: bool = True, eps: float = EPS) -> None:
+        if not isinstance(scale_by_std, bool):
+            raise ValueError(f"{type(self).__name__}: scale_by_std must be a bool, got {scale_by_std!r}")
+        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"{type(self).__name__}: eps must be a finite number >= 0, got {eps!r}")
+        self.scale_by_std = scale_by_std
+        self.eps = float(eps)
+
+    @abstractmethod
+    def assign(
+        self,
+        rewards: list[torch.Tensor],
+        group_ids: torch.Tensor,
+        observations: list[list[str]] | None = None,
+    ) -> list[torch.Tensor]:
+        """Per-step advantages.
+
+        Args:
+            rewards: ``E`` tensors; ``rewards[e]`` has shape ``[T_e]`` (the episode's step rewards).
+            group_ids: ``[E]`` long: the group of each episode.
+            observations: ``E`` lists of ``T_e`` observation texts (used by state-grouping assigners).
+
+        Returns:
+            ``E`` tensors of shape ``[T_e]``: the advantage every completion token of that step carries.
+        """
+
+    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        """Episode-level advantages used by samplers: the group-normalised return. ``[E]``."""
+        self._check_inputs(rewards, group_ids)
+        return group_normalize(episode_returns(rewards), group_ids, self.scale_by_std, self.eps)
+
+    def _check_inputs(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> None:
+        if group_ids.dim() != 1 or group_ids.numel() != len(rewards):
+            raise ValueError(
+                f"{type(self).__name__}: group_ids must have shape [E] = [{len(rewards)}], "
+                f"got {tuple(group_ids.shape)}"
+            )
+
+    def _row_groups(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        """Group id of every step row (episodes with no steps contribute no row). ``[sum T_e]``."""
+        return group_ids.repeat_interleave(torch.tensor(_lengths(rewards), dtype=torch.long))
+
+
+class EpisodeReturn(CreditAssigner):
+    """MS-GRPO: every step carries its episode's group-normalised return.
+
+    ``A_i = (R_i - mean(R)) / (std(R) + eps)`` over the episodes of a group.
+
+    Args:
+        scale_by_std: Divide by the group std (paper) or not (Dr. GRPO style).
+        stats_over: ``"episodes"`` (paper: each episode counts once) or ``"steps"`` (verl-agent's
+            default: mean and std over step rows, each row carrying its episode's return, so long
+            episodes weigh more).
+        eps: Added to the std.
+    """
+
+    def __init__(
+        self,
+        scale_by_std: bool = True,
+        stats_over: Literal["episodes", "steps"] = "episodes",
+        eps: float = EPS,
+    ) -> None:
+        super().__init__(scale_by_std, eps)
+        _check_stats_over(type(self).__name__, stats_over)
+        self.stats_over = stats_over
+
+    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(rewards, group_ids)
+        return _episode_level_advantages(rewards, group_ids, self.scale_by_std, self.eps, self.stats_over)
+
+    def assign(self, rewards, group_ids, observations=None):
+        adv = self.episode_advantages(rewards, group_ids)  # [E]
+        return [torch.full((r.numel(),), float(a)) for r, a in zip(rewards, adv, strict=True)]
+
+
+class StepReward(CreditAssigner):
+    """Each step carries its own reward, normalised over all step rows of its group.
+
+    ``A_{i,t} = (r_{i,t} - mean(r)) / (std(r) + eps)`` where mean and std run over every step of every
+    episode of the group. No credit flows between steps: a step is judged by its immediate reward only.
+    Samplers still see the group-normalised episode return (:meth:`episode_advantages`).
+
+    Args:
+        scale_by_std: Divide by the std of the group's step rewards or not (Dr. GRPO style).
+        eps: Added to the std.
+    """
+
+    def __init__(self, scale_by_std: bool = True, eps: float = EPS) -> None:
+        super().__init__(scale_by_std, eps)
+
+    def assign(self, rewards, group_ids, observations=None):
+        self._check_inputs(rewards, group_ids)
+        lengths = _lengths(rewards)
+        if sum(lengths) == 0:
+            return [torch.zeros(0) for _ in rewards]
+        rows = torch.cat([r.to(torch.float64).flatten() for r in rewards])
+        normed = group_normalize(rows, self._row_groups(rewards, group_ids), self.scale_by_std, self.eps)
+        return _rows_to_episodes(normed, lengths)
+
+
+class DiscountedReturn(CreditAssigner):
+    """Each step carries its discounted return-to-go, normalised over all step rows of its group.
+
+    ``G_{i,t} = sum_{k>=t} gamma^(k-t) r_{i,k}``; ``A_{i,t} = (G_{i,t} - mean(G)) / (std(G) + eps)``
+    where mean and std run over every step of every episode of the group. Samplers still see the
+    group-normalised episode return (:meth:`episode_advantages`).
+
+    Args:
+        gamma: Discount per step, in ``[0, 1]`` (1: undiscounted reward-to-go; 0: the step reward).
+        scale_by_std: Divide by the std of the group's returns-to-go or not (Dr. GRPO style).
+        eps: Added to the std.
+    """
+
+    def __init__(self, gamma: float = 0.95, scale_by_std: bool = True, eps: float = EPS) -> None:
+        super().__init__(scale_by_std, eps)
+        _check_gamma(type(self).__name__, gamma)
+        self.gamma = float(gamma)
+
+    def assign(self, rewards, group_ids, observations=None):
+        self._check_inputs(rewards, group_ids)
+        lengths = _lengths(rewards)
+        if sum(lengths) == 0:
+            return [torch.zeros(0) for _ in rewards]
+        rows = torch.cat([discounted_returns(r, self.gamma) for r in rewards])
+        normed = group_normalize(rows, self._row_groups(rewards, group_ids), self.scale_by_std, self.eps)
+        return _rows_to_episodes(normed, lengths)
+
+
+class TerminalOnly(CreditAssigner):
+    """The episode advantage on the episode's last step only; every earlier step carries 0.
+
+    The last step's advantage is the group-normalised return, as in :class:`EpisodeReturn`; the earlier
+    steps' completions get no gradient from the policy term.
+
+    Args:
+        scale_by_std: Divide by the group std or not (Dr. GRPO style).
+        stats_over: ``"episodes"`` (each episode counts once) or ``"steps"`` (statistics over step rows,
+            each row carrying its episode's return), as in :class:`EpisodeReturn`.
+        eps: Added to the std.
+    """
+
+    def __init__(
+        self,
+        scale_by_std: bool = True,
+        stats_over: Literal["episodes", "steps"] = "episodes",
+        eps: float = EPS,
+    ) -> None:
+        super().__init__(scale_by_std, eps)
+        _check_stats_over(type(self).__name__, stats_over)
+        self.stats_over = stats_over
+
+    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(rewards, group_ids)
+        return _episode_level_advantages(rewards, group_ids, self.scale_by_std, self.eps, self.stats_over)
+
+    def assign(self, rewards, group_ids, observations=None):
+        adv = self.episode_advantages(rewards, group_ids)  # [E]
+        out = []
+        for r, a in zip(rewards, adv, strict=True):
+            steps = torch.zeros(r.numel())
+            if r.numel():
+                steps[-1] = float(a)
+            out.append(steps)
+        return out
+
+
+class AnchorState(CreditAssigner):
+    """GiGPO-style credit: episode advantage plus a step advantage among identical states.
+
+    ``A_{i,t} = A_i + weight * S_{i,t}``. ``A_i`` is the group-normalised episode return (as in
+    :class:`EpisodeReturn`). ``S_{i,t}`` compares steps that saw the same state: within a group, every
+    step whose observation text is identical forms an *anchor group* (a state revisited inside one
+    episode joins the same anchor group); ``S`` is the discounted return-to-go of the step normalised
+    within its anchor group. An anchor group of one step contributes 0. Needs the observation texts.
+
+    Args:
+        weight: Weight of the step-level advantage (``>= 0``; 0 gives :class:`EpisodeReturn`).
+        gamma: Discount of the step-level return-to-go, in ``[0, 1]``.
+        scale_by_std: Divide by the std (in both the episode and the anchor-group normalisation) or not.
+        stats_over: Statistics of the episode advantage: ``"episodes"`` or ``"steps"``, as in
+            :class:`EpisodeReturn`.
+        eps: Added to the std.
+    """
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        gamma: float = 0.95,
+        scale_by_std: bool = True,
+        stats_over: Literal["episodes", "steps"] = "episodes",
+        eps: float = EPS,
+    ) -> None:
+        super().__init__(scale_by_std, eps)
+        name = type(self).__name__
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{name}: weight must be a finite number >= 0, got {weight!r}")
+        _check_gamma(name, gamma)
+        _check_stats_over(name, stats_over)
+        self.weight = float(weight)
+        self.gamma = float(gamma)
+        self.stats_over = stats_over
+
+    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(rewards, group_ids)
+        return _episode_level_advantages(rewards, group_ids, self.scale_by_std, self.eps, self.stats_over)
+
+    def step_advantages(
+        self, rewards: list[torch.Tensor], group_ids: torch.Tensor, observations: list[list[str]]
+    ) -> list[torch.Tensor]:
+        """``S_{i,t}``: discounted return-to-go normalised within anchor groups of identical states."""
+        self._check_inputs(rewards, group_ids)
+        self._check_observations(rewards, observations)
+        lengths = _lengths(rewards)
+        if sum(lengths) == 0:
+            return [torch.zeros(0) for _ in rewards]
+        anchors: dict[tuple[int, str], int] = {}
+        anchor_ids: list[int] = []
+        for g, obs in zip(group_ids.tolist(), observations, strict=True):
+            for text in obs:
+                anchor_ids.append(anchors.setdefault((int(g), text), len(anchors)))
+        rows = torch.cat([discounted_returns(r, self.gamma) for r in rewards])
+        normed = group_normalize(rows, torch.tensor(anchor_ids), self.scale_by_std, self.eps)
+        return _rows_to_episodes(normed, lengths)
+
+    def assign(self, rewards, group_ids, observations=None):
+        episode = self.episode_advantages(rewards, group_ids)  # [E]
+        steps = self.step_advantages(rewards, group_ids, observations)
+        return [
+            (float(a) + self.weight * s.to(torch.float64)).to(torch.float32)
+            for a, s in zip(episode, steps, strict=True)
+        ]
+
+    def _check_observations(self, rewards: list[torch.Tensor], observations: list[list[str]] | None) -> None:
+        name = type(self).__name__
+        if observations is None:
+            raise ValueError(
+                f"{name} groups steps by their observation text and needs observations; "
+                "call assign(rewards, group_ids, observations)"
+            )
+        if len(observations) != len(rewards):
+            raise ValueError(f"{name}: {len(observations)} observation lists for {len(rewards)} episodes")
+        for e, (obs, r) in enumerate(zip(observations, rewards, strict=True)):
+            if len(obs) != r.numel():
+                raise ValueError(f"{name}: episode {e} has {r.numel()} rewards but {len(obs)} observations")
+
+
+class LeaveOneOut(CreditAssigner):
+    """RLOO baseline: each episode's return against the mean return of the other episodes of its group.
+
+    ``A_i = R_i - mean_{j != i} R_j`` (equal to ``n / (n - 1) * (R_i - mean(R))`` for a group of ``n``);
+    a one-episode group gets 0. With ``scale_by_std`` the difference is divided by the group's population
+    std of returns plus ``eps``. Every step carries its episode's advantage.
+
+    Args:
+        scale_by_std: Divide by the group std of returns (off by default: plain RLOO).
+        eps: Added to the std.
+    """
+
+    def __init__(self, scale_by_std: bool = False, eps: float = EPS) -> None:
+        super().__init__(scale_by_std, eps)
+
+    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(rewards, group_ids)
+        returns = episode_returns(rewards).to(torch.float64)
+        out = torch.zeros_like(returns)
+        for g in torch.unique(group_ids):
+            mask = group_ids == g
+            v = returns[mask]
+            n = v.numel()
+            if n < 2 or bool(v.max() == v.min()):
+                continue
+            adv = v - (v.sum() - v) / (n - 1)
+            if self.scale_by_std:
+                adv = adv / (v.std(unbiased=False) + self.eps)
+            out[mask] = adv
+        return out.to(torch.float32)
+
+    def assign(self, rewards, group_ids, observations=None):
+        adv = self.episode_advantages(rewards, group_ids)  # [E]
+        return [torch.full((r.numel(),), float(a)) for r, a in zip(rewards, adv, strict=True)]

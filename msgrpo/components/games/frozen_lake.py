@@ -1,0 +1,176 @@
+"""Frozen Lake as a text-mediated game, on gymnasium's ``FrozenLake-v1`` dynamics.
+
+A fresh map is generated from every reset seed (``generate_random_map``), unless a fixed ``map_name``
+(gymnasium's classic ``"4x4"`` or ``"8x8"``) is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.toy_text.frozen_lake import MAPS, FrozenLakeEnv, generate_random_map
+
+from msgrpo.game import ActionParser, TextGame, grid_to_text
+
+ACTIONS = ["left", "down", "right", "up"]
+
+
+class RandomMapFrozenLake(gym.Env):
+    """``FrozenLake-v1`` with a new map drawn from each reset seed and a step limit.
+
+    Args:
+        size: Board side length.
+        frozen_prob: Probability that a generated cell is frozen (safe).
+        slippery: gymnasium's ``is_slippery`` (intended move with p=1/3, each perpendicular 1/3).
+        max_steps: Step limit; reaching it truncates the episode.
+        map_name: A fixed gymnasium map (``"4x4"``/``"8x8"``) instead of random maps.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        size: int = 4,
+        frozen_prob: float = 0.8,
+        slippery: bool = False,
+        max_steps: int = 8,
+        map_name: str | None = None,
+    ) -> None:
+        if map_name is not None and map_name not in MAPS:
+            raise ValueError(f"unknown map_name {map_name!r}; choose one of {sorted(MAPS)} or null")
+        if size < 2:
+            raise ValueError(f"size must be >= 2, got {size}")
+        if not 0.0 < frozen_prob <= 1.0:
+            raise ValueError(f"frozen_prob must be in (0, 1], got {frozen_prob}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.size = len(MAPS[map_name]) if map_name else size
+        self.frozen_prob = frozen_prob
+        self.slippery = slippery
+        self.max_steps = max_steps
+        self.map_name = map_name
+        self.observation_space = gym.spaces.Discrete(self.size * self.size)
+        self.action_space = gym.spaces.Discrete(4)
+        self.lake: FrozenLakeEnv | None = None
+        self.steps = 0
+
+    @property
+    def desc(self) -> np.ndarray:
+        """The current map as a ``[size, size]`` array of single-byte cells (``b"S"``, ``b"F"``...)."""
+        assert self.lake is not None, "call reset() first"
+        return self.lake.desc
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """The player's (row, column)."""
+        assert self.lake is not None, "call reset() first"
+        return divmod(int(self.lake.s), self.size)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if self.map_name is not None:
+            desc = MAPS[self.map_name]
+        else:
+            map_seed = int(self.np_random.integers(2**31 - 1))
+            desc = generate_random_map(size=self.size, p=self.frozen_prob, seed=map_seed)
+        self.lake = FrozenLakeEnv(desc=desc, is_slippery=self.slippery)
+        self.steps = 0
+        state, info = self.lake.reset(seed=int(self.np_random.integers(2**31 - 1)))
+        return int(state), info
+
+    def step(self, action):
+        assert self.lake is not None, "call reset() first"
+        state, reward, terminated, _, info = self.lake.step(int(action))
+        self.steps += 1
+        truncated = not terminated and self.steps >= self.max_steps
+        return int(state), float(reward), bool(terminated), bool(truncated), info
+
+
+class FrozenLake(TextGame):
+    """Frozen Lake with a text interface.
+
+    Args:
+        size: Board side length (random maps).
+        frozen_prob: Probability of a frozen cell in random maps (paper: 0.8 non-slippery, 0.9 slippery).
+        slippery: Slippery ice.
+        max_steps: Step limit per episode.
+        map_name: A fixed gymnasium map (``"4x4"`` is the classic one) instead of a random map per seed.
+        format_penalty: Subtracted from the reward of a step whose text names no valid action.
+        fallback: Action for such text: ``"first"`` (left) or ``"random"``.
+        parser: Action parser (default: the ``<action>`` tag).
+    """
+
+    action_names = ACTIONS
+
+    def __init__(
+        self,
+        size: int = 4,
+        frozen_prob: float = 0.8,
+        slippery: bool = False,
+        max_steps: int = 8,
+        map_name: str | None = None,
+        format_penalty: float = 0.1,
+        fallback: Literal["first", "random"] = "first",
+        parser: ActionParser | None = None,
+    ) -> None:
+        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser)
+        self.settings = dict(
+            size=size, frozen_prob=frozen_prob, slippery=slippery, max_steps=max_steps, map_name=map_name
+        )
+        RandomMapFrozenLake(**self.settings)  # validate early, with the user's values in the message
+
+    def make_env(self) -> RandomMapFrozenLake:
+        return RandomMapFrozenLake(**self.settings)
+
+    def rules(self) -> str:
+        slip = (
+            " The ice is slippery: a move goes in the intended direction only one time in three, "
+            "otherwise to one of the two perpendicular directions."
+            if self.settings["slippery"]
+            else ""
+        )
+        return (
+            "You are playing Frozen Lake. Walk the player P to the goal G without stepping into a hole H. "
+            "Actions: left, down, right, up. Each action moves one cell; moving into the edge of the board "
+            f"leaves you in place.{slip} Reaching the goal gives reward 1; falling into a hole ends the game "
+            f"with reward 0. You have at most {self.settings['max_steps']} moves."
+        )
+
+    def render(self, env: gym.Env) -> str:
+        lake: RandomMapFrozenLake = env.unwrapped  # type: ignore[assignment]
+        desc = [[c.decode() for c in row] for row in lake.desc]
+        n = lake.size
+        row, col = lake.position
+        holes = [(r, c) for r in range(n) for c in range(n) if desc[r][c] == "H"]
+        goal = next((r, c) for r in range(n) for c in range(n) if desc[r][c] == "G")
+        grid = [["F" if cell == "S" else cell for cell in line] for line in desc]
+        grid[row][col] = "P"
+        hole_text = ", ".join(f"({r}, {c})" for r, c in holes) or "none"
+        return (
+            f"Board: {n}x{n}. Positions are (row, column); (0, 0) is the top-left cell, rows grow "
+            "downward and columns grow to the right.\n"
+            f"Player: ({row}, {col})\nGoal: ({goal[0]}, {goal[1]})\nHoles: {hole_text}\n"
+            "Legend: P = player, F = frozen ice, H = hole, G = goal.\n"
+            f"Grid:\n{grid_to_text(grid)}"
+        )
+
+    def with_settings(self, **overrides: Any) -> FrozenLake:
+        """A copy of this game with some settings changed (same penalty, fallback and parser)."""
+        return FrozenLake(
+            **{**self.settings, **overrides},
+            format_penalty=self.format_penalty,
+            fallback=self.fallback,  # type: ignore[arg-type]
+            parser=self.parser,
+        )
+
+    def scenarios(self) -> dict[str, TextGame]:
+        """``train`` (this game as configured) plus the paper's panels."""
+        return {
+            "train": self,
+            "nonslip-4x4": self.with_settings(size=4, frozen_prob=0.8, slippery=False, max_steps=8, map_name=None),
+            "slippery-4x4": self.with_settings(size=4, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None),
+            "slippery-6x6": self.with_settings(size=6, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None),
+            "slippery-8x8": self.with_settings(size=8, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None),
+        }

@@ -1,0 +1,193 @@
+"""RolloutDataModule: fresh episodes every epoch (= one MS-GRPO iteration)."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from msgrpo.batching import minibatches, step_samples
+from msgrpo.components.credit import CreditAssigner, EpisodeReturn, episode_returns
+from msgrpo.components.samplers import AbsoluteAdvantageWeighted, EpisodeSampler
+from msgrpo.errors import ConfigError
+from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
+from msgrpo.game import TextGame
+from msgrpo.rollout import RolloutTiming, play
+from msgrpo.types import Episode, MiniBatch
+
+
+def _identity(x):
+    return x
+
+
+def rollout_stats(episodes: list[Episode], timing: RolloutTiming) -> dict[str, torch.Tensor]:
+    """Per-episode tensors (``[E]``) and per-rollout scalars for metrics."""
+    texts = [s.text for e in episodes for s in e.steps]
+    return {
+        "return": torch.tensor([e.total_reward for e in episodes]),
+        "success": torch.tensor([float(e.success) for e in episodes]),
+        "length": torch.tensor([float(e.length) for e in episodes]),
+        "invalid": torch.tensor([float(e.invalid_steps) for e in episodes]),
+        "error": torch.tensor([float(e.error is not None) for e in episodes]),
+        "distinct": torch.tensor(len(set(texts)) / max(len(texts), 1)),
+        "rollout_s": torch.tensor(timing.total_s),
+        "forward_s": torch.tensor(timing.forward_s),
+        "generated_tokens": torch.tensor(float(timing.generated_tokens)),
+    }
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """Generates fresh episodes with the current policy at every epoch.
+
+    Each epoch: play ``num_groups x group_size`` episodes per rank (a group shares its reset seed), assign
+    credit, sample episodes, turn their steps into single-turn samples, and yield
+    ``num_minibatches x update_epochs`` mini-batches (one optimizer step each). Every rank yields the
+    same number of batches.
+
+    Args:
+        game: The text game to train on.
+        credit_assigner: Rewards -> per-step advantages (default :class:`EpisodeReturn`, MS-GRPO).
+        sampler: Which episodes to train on (default :class:`AbsoluteAdvantageWeighted` over half the
+            episodes).
+        num_groups: Groups per rank per iteration (N).
+        group_size: Episodes per group (G >= 2).
+        num_minibatches: Optimizer steps per pass over the samples.
+        update_epochs: Passes over the samples per iteration.
+        token_budget: Max padded tokens per micro-batch (gradients are accumulated across micro-batches).
+        seed: Seed of environment seeds and sampling.
+        on_env_error: ``"record"`` (end that episode, record the error, go on) or ``"raise"``.
+        eval_scenarios: Scenario names for validation/test (default: all of the game's scenarios).
+        eval_episodes: Episodes per scenario.
+        eval_seed: First reset seed of the evaluation panel.
+    """
+
+    def __init__(
+        self,
+        game: TextGame,
+        credit_assigner: CreditAssigner | None = None,
+        sampler: EpisodeSampler | None = None,
+        num_groups: int = 8,
+        group_size: int = 8,
+        num_minibatches: int = 1,
+        update_epochs: int = 1,
+        token_budget: int = 16384,
+        seed: int = 0,
+        on_env_error: str = "record",
+        eval_scenarios: list[str] | None = None,
+        eval_episodes: int = 50,
+        eval_seed: int = PANEL_SEED,
+    ) -> None:
+        super().__init__()
+        if group_size < 2:
+            raise ConfigError(f"data.group_size must be >= 2 (group-relative advantages), got {group_size}")
+        for name, value in (
+            ("num_groups", num_groups),
+            ("num_minibatches", num_minibatches),
+            ("update_epochs", update_epochs),
+            ("token_budget", token_budget),
+        ):
+            if value < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {value}")
+        if on_env_error not in ("record", "raise"):
+            raise ConfigError(f"data.on_env_error must be 'record' or 'raise', got {on_env_error!r}")
+        self.game = game
+        self.credit_assigner = credit_assigner or EpisodeReturn()
+        self.sampler = sampler or AbsoluteAdvantageWeighted(num_episodes=max(1, num_groups * group_size // 2))
+        try:
+            self.sampler.validate(num_groups * group_size)
+        except ValueError as err:
+            raise ConfigError(f"data.sampler: {err}") from err
+        self.num_groups = num_groups
+        self.group_size = group_size
+        self.num_minibatches = num_minibatches
+        self.update_epochs = update_epochs
+        self.token_budget = token_budget
+        self.seed = seed
+        self.on_env_error = on_env_error
+        try:
+            self.panel: list[Scenario] = build_panel(game, eval_scenarios, eval_episodes, eval_seed)
+        except ValueError as err:
+            raise ConfigError(f"data.eval_scenarios: {err}") from err
+        self.last_episodes: list[Episode] = []
+
+    # ----- helpers -------------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def group_seeds(self, iteration: int, rank: int = 0) -> list[int]:
+        """Reset seeds of this rank's groups at ``iteration`` (distinct per rank, replayable on resume)."""
+        rng = np.random.default_rng([self.seed, iteration, rank])
+        return [int(s) for s in rng.integers(0, PANEL_SEED, size=self.num_groups)]
+
+    def _generators(self, iteration: int, rank: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+        """(sampling RNG on the model's device, CPU RNG for episode sampling and shuffling)."""
+        base = int(np.random.default_rng([self.seed, iteration, rank, 1]).integers(2**62))
+        gen_device = torch.Generator(device=device).manual_seed(base)
+        gen_cpu = torch.Generator().manual_seed(base + 1)
+        return gen_device, gen_cpu
+
+    # ----- one iteration -------------------------------------------------------------------------
+    def make_iteration(self, module, iteration: int) -> list[MiniBatch]:
+        """Roll out, assign credit, sample episodes and batch them: one MS-GRPO iteration's data."""
+        policy = module.policy
+        rank, _ = self._rank_world()
+        gen_device, gen_cpu = self._generators(iteration, rank, policy.device)
+        timing = RolloutTiming()
+        episodes = play(
+            policy,
+            self.game,
+            self.group_seeds(iteration, rank),
+            self.group_size,
+            generator=gen_device,
+            on_env_error=self.on_env_error,  # type: ignore[arg-type]
+            fixed_steps=getattr(module, "fixed_generation_steps", False),
+            timing=timing,
+        )
+        self.last_episodes = episodes
+        rewards = [e.rewards for e in episodes]
+        group_ids = torch.tensor([e.group_id for e in episodes])
+        observations = [[s.observation for s in e.steps] for e in episodes]
+        advantages = self.credit_assigner.assign(rewards, group_ids, observations)
+        episode_adv = self.credit_assigner.episode_advantages(rewards, group_ids)
+        chosen = self.sampler.sample(episode_adv, episode_returns(rewards), group_ids, gen_cpu)
+        samples = step_samples(episodes, advantages, chosen)
+        if not samples:  # nothing generated (every env failed at reset): a no-op iteration
+            samples = step_samples(episodes, advantages, torch.arange(len(episodes)))
+        pad = policy.tokenizer.pad_token_id
+        batches: list[MiniBatch] = []
+        for _ in range(self.update_epochs):
+            batches.extend(minibatches(samples, self.num_minibatches, self.token_budget, pad, gen_cpu))
+        if module.loss.kl_coef > 0:
+            start = time.perf_counter()
+            for mini in batches:
+                for micro in mini.micro_batches:
+                    micro.ref_logprobs = policy.reference_logprobs(_to(micro, policy.device)).cpu()
+            timing.total_s += time.perf_counter() - start
+        batches[0].rollout_stats = rollout_stats(episodes, timing)
+        return batches
+
+    # ----- Lightning hooks -----------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        module = trainer.lightning_module
+        batches = self.make_iteration(module, trainer.current_epoch)
+        return DataLoader(batches, batch_size=None, collate_fn=_identity, shuffle=False)
+
+    def _panel_loader(self) -> DataLoader:
+        return DataLoader(self.panel, batch_size=None, collate_fn=_identity, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._panel_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._panel_loader()
+
+
+def _to(micro, device):
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    return move_data_to_device(micro, device)

@@ -1,0 +1,203 @@
+"""TSMG contract: a gymnasium environment plus a text interface becomes a text-mediated game.
+
+A :class:`TextGame` owns three things the core never looks inside of:
+
+* how to build the gymnasium env (:meth:`TextGame.make_env`),
+* how to render its current state as text (:meth:`TextGame.rules` for the system message,
+  :meth:`TextGame.render` for the user message),
+* the action names of its ``Discrete`` action space.
+
+Everything else (chat messages, parsing the answer, the fallback for text naming no valid action and
+the format penalty, success) is generic and lives here, so a new game is one small subclass.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+INVALID = -1
+"""Marker returned by a parser for text that names no valid action."""
+
+DEFAULT_ANSWER_FORMAT = (
+    "Think briefly inside <think>...</think>, then give your move inside <action>...</action>, "
+    "for example <action>{example}</action>."
+)
+
+
+class ActionParser(ABC):
+    """Maps generated text to an action index, or :data:`INVALID`."""
+
+    @abstractmethod
+    def parse(self, text: str, action_names: list[str]) -> int:
+        """Read an action from ``text``.
+
+        Args:
+            text: The generated text (response prefix included).
+            action_names: The game's action names; the index in this list is the action.
+
+        Returns:
+            The action index, or :data:`INVALID` (-1). Never raises on any string.
+        """
+
+
+class TagParser(ActionParser):
+    """Reads the action from an ``<action>...</action>`` tag.
+
+    Rules (documented behaviour, each tested):
+
+    * Tag names and contents are case-insensitive; whitespace inside the tag is ignored
+      (``< Action > UP </ACTION>`` reads ``up``).
+    * Anything inside ``<think>...</think>`` is ignored, so an action word or tag that only appears while
+      thinking does not count.
+    * With several action tags, the last one counts (models often restate their final answer).
+    * An opening tag whose closing tag is missing because the text ends (generation truncated at
+      ``max_new_tokens``) still counts: its content runs to the end of the text.
+    * The content must equal an action name after trimming; ``up!`` or ``go up`` are invalid.
+    * Empty text, text without a tag, or an unknown name gives :data:`INVALID`.
+    """
+
+    _think = re.compile(r"<\s*think\s*>.*?(<\s*/\s*think\s*>|$)", re.IGNORECASE | re.DOTALL)
+    _tag = re.compile(r"<\s*action\s*>(.*?)(?:<\s*/\s*action\s*>|$)", re.IGNORECASE | re.DOTALL)
+
+    def parse(self, text: str, action_names: list[str]) -> int:
+        visible = self._think.sub(" ", text)
+        matches = self._tag.findall(visible)
+        if not matches:
+            return INVALID
+        content = " ".join(matches[-1].split()).lower()
+        for index, name in enumerate(action_names):
+            if content == name.lower():
+                return index
+        return INVALID
+
+
+@dataclass
+class StepResult:
+    """What happened when the agent's text was executed.
+
+    Attributes:
+        action: The executed action (the fallback when the text named none).
+        valid: Whether the text named a valid action.
+        reward: Environment reward minus the format penalty when invalid.
+        terminated: Gymnasium ``terminated``.
+        truncated: Gymnasium ``truncated``.
+        info: Gymnasium ``info``.
+    """
+
+    action: int
+    valid: bool
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+
+
+class TextGame(ABC):
+    """Base class of every text-mediated game.
+
+    Args:
+        format_penalty: Subtracted from a step's reward when its text names no valid action.
+        fallback: What to execute for such text: ``"first"`` (action 0), ``"random"`` (drawn from the
+            env's own seeded RNG, so episodes replay), or ``"noop"`` (the game's :attr:`noop_action`).
+        parser: How to read the action from text. Defaults to :class:`TagParser`.
+    """
+
+    #: Names of the actions; index = action id of the ``Discrete`` action space.
+    action_names: list[str] = []
+    #: The action executed for ``fallback="noop"``, or None when the game has none.
+    noop_action: int | None = None
+
+    def __init__(
+        self,
+        format_penalty: float = 0.1,
+        fallback: Literal["first", "random", "noop"] = "first",
+        parser: ActionParser | None = None,
+    ) -> None:
+        if format_penalty < 0:
+            raise ValueError(f"format_penalty must be >= 0, got {format_penalty}")
+        if fallback not in ("first", "random", "noop"):
+            raise ValueError(f"fallback must be 'first', 'random' or 'noop', got {fallback!r}")
+        if fallback == "noop" and self.noop_action is None:
+            raise ValueError(f"{type(self).__name__} has no no-op action; use fallback='first' or 'random'")
+        self.format_penalty = format_penalty
+        self.fallback = fallback
+        self.parser = parser or TagParser()
+
+    # ----- what a game defines -------------------------------------------------------------------
+    @abstractmethod
+    def make_env(self) -> gym.Env:
+        """Build a fresh gymnasium env with a ``Discrete(len(action_names))`` action space."""
+
+    @abstractmethod
+    def rules(self) -> str:
+        """System-message text: the task, the available actions and the rules."""
+
+    @abstractmethod
+    def render(self, env: gym.Env) -> str:
+        """User-message text describing the env's current state (built from its state, not ANSI)."""
+
+    def is_success(self, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool:
+        """Whether the episode that just ended counts as a success. Default: positive final reward."""
+        return bool(terminated and reward > 0)
+
+    def scenarios(self) -> dict[str, TextGame]:
+        """Named evaluation scenarios (fixed game settings); the default is the game itself."""
+        return {"default": self}
+
+    # ----- generic machinery ---------------------------------------------------------------------
+    def answer_format(self) -> str:
+        """The answer-format instruction appended to every user message."""
+        return DEFAULT_ANSWER_FORMAT.format(example=self.action_names[0])
+
+    def messages(self, env: gym.Env) -> list[dict[str, str]]:
+        """Chat messages for the env's current state (see :meth:`chat`)."""
+        return self.chat(self.render(env))
+
+    def chat(self, observation: str) -> list[dict[str, str]]:
+        """Chat messages for a rendered state: system = rules, user = observation + answer format."""
+        return [
+            {"role": "system", "content": self.rules()},
+            {"role": "user", "content": f"{observation}\n\n{self.answer_format()}"},
+        ]
+
+    def parse(self, text: str) -> int:
+        """Action index named by ``text``, or :data:`INVALID`."""
+        return self.parser.parse(text, list(self.action_names))
+
+    def fallback_action(self, env: gym.Env) -> int:
+        """The action executed for text naming no valid action."""
+        if self.fallback == "random":
+            return int(env.unwrapped.np_random.integers(len(self.action_names)))
+        if self.fallback == "noop":
+            return int(self.noop_action)  # type: ignore[arg-type]
+        return 0
+
+    def act(self, env: gym.Env, text: str) -> StepResult:
+        """Interpret ``text``, execute the action (or the fallback) and apply the format penalty."""
+        action = self.parse(text)
+        valid = action != INVALID
+        if not valid:
+            action = self.fallback_action(env)
+        _, reward, terminated, truncated, info = env.step(action)
+        reward = float(reward) - (0.0 if valid else self.format_penalty)
+        return StepResult(action, valid, reward, bool(terminated), bool(truncated), dict(info))
+
+    def reset(self, env: gym.Env, seed: int) -> None:
+        """Reset ``env`` with ``seed`` (every random source of the episode comes from it)."""
+        env.reset(seed=int(seed))
+
+
+def grid_to_text(rows: list[list[str]]) -> str:
+    """Join a grid of single-character cells into lines (first row first)."""
+    return "\n".join(" ".join(row) for row in rows)
+
+
+def as_int(x: Any) -> int:
+    """Convert numpy scalars to plain ``int``."""
+    return int(np.asarray(x).item())

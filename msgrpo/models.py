@@ -1,0 +1,139 @@
+"""Built-in model presets that need no network.
+
+* ``"tiny"``: a Llama-shaped causal LM (hidden 64, 2 layers) with random weights, and a byte-level BPE
+  tokenizer trained in-process on the built-in games' own text, with a ChatML chat template. Everything
+  is deterministic from a seed, so a checkpoint's weights always meet the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""ChatML, the format of Qwen2.5 and SmolLM2; also the documented fallback for tokenizers without one."""
+
+# Qwen2's pre-tokenizer split pattern: reloads through Qwen2Tokenizer give identical ids.
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TAG_TOKENS = ["<think>", "</think>", "<action>", "</action>"]
+
+
+@dataclass
+class TinySettings:
+    """Shape of the tiny offline preset.
+
+    Attributes:
+        vocab_size: BPE vocabulary size (bytes + merges + special tokens).
+        hidden_size: Model width.
+        num_layers: Decoder layers.
+        num_heads: Attention heads.
+        intermediate_size: MLP width.
+    """
+
+    vocab_size: int = 512
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+
+
+def _builtin_games() -> list:
+    """One default instance of every built-in game (local import: games do not depend on models)."""
+    from msgrpo.components import games
+
+    return [games.FrozenLake()] + ([games.Snake()] if hasattr(games, "Snake") else [])
+
+
+def _corpus(seed: int) -> list[str]:
+    """Text the tiny tokenizer is trained on: rules, observations and answers of the built-in games."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for game in _builtin_games():
+        env = game.make_env()
+        texts.append(game.rules())
+        for episode in range(8):
+            game.reset(env, seed * 1000 + episode)
+            for _ in range(4):
+                texts.extend(m["content"] for m in game.messages(env))
+                name = rng.choice(game.action_names)
+                texts.append(f"<think>I move {name}.</think><action>{name}</action>")
+                result = game.act(env, f"<action>{name}</action>")
+                if result.terminated or result.truncated:
+                    break
+        texts.extend(name for name in game.action_names for _ in range(32))  # bare names: one token each
+    return texts
+
+
+def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Train the tiny preset's byte-level BPE tokenizer (about 50 ms), deterministic from ``seed``.
+
+    Byte-level BPE never produces an unknown token. The ChatML template and ``<|im_end|>`` as EOS make
+    it a drop-in chat tokenizer.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(TAG_TOKENS),
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(seed), trainer)
+    tok.add_tokens(TAG_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, settings: TinySettings | None = None
+) -> PreTrainedModel:
+    """A randomly initialised Llama-shaped LM sized for ``tokenizer``, deterministic from ``seed``."""
+    s = settings or TinySettings()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=s.hidden_size,
+        intermediate_size=s.intermediate_size,
+        num_hidden_layers=s.num_layers,
+        num_attention_heads=s.num_heads,
+        num_key_value_heads=s.num_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
+
+
+def build_tiny(seed: int = 0, settings: TinySettings | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """The tiny offline preset: ``(model, tokenizer)``."""
+    s = settings or TinySettings()
+    tokenizer = build_tiny_tokenizer(seed, s.vocab_size)
+    return build_tiny_model(tokenizer, seed, s), tokenizer

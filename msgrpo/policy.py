@@ -1,0 +1,346 @@
+"""LAP: the language-agent policy induced by a causal LM.
+
+The policy owns the model (optionally wrapped with a peft LoRA adapter), its tokenizer and chat
+template, and the decoding settings. It samples completions with its own KV-cached loop so that the
+returned log-probs are exactly those of the sampling distribution (``softmax(logits / temperature)``,
+optionally top-k / top-p truncated), and recomputes the same quantity with gradients for training.
+Training only ever sees the generated token ids; decoded text is used for parsing alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from msgrpo.errors import ConfigError
+from msgrpo.models import CHATML_TEMPLATE, TinySettings, build_tiny
+from msgrpo.types import MicroBatch
+
+TINY = "tiny"
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA adapter settings.
+
+    Attributes:
+        r: Adapter rank.
+        alpha: LoRA alpha (scaling = alpha / r).
+        dropout: Dropout on the adapter input.
+        target_modules: Module names to adapt, or ``"all-linear"``.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] | str = field(default="all-linear")
+
+
+@dataclass
+class Generation:
+    """Sampled completions for a batch of prompts.
+
+    Attributes:
+        completion_ids: ``B`` tensors of shape ``[C_b]`` (EOS included when emitted, no padding).
+        logprobs: ``B`` tensors of shape ``[C_b]``: log-prob of each token under the sampling distribution.
+        texts: ``B`` decoded completions (special tokens removed).
+        forward_s: Seconds spent inside model forward passes.
+    """
+
+    completion_ids: list[torch.Tensor]
+    logprobs: list[torch.Tensor]
+    texts: list[str]
+    forward_s: float = 0.0
+
+
+def _is_local(path: str) -> bool:
+    return os.path.isdir(os.path.expanduser(path))
+
+
+def _truncate(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask scores outside the top-k / nucleus. ``[B, V] -> [B, V]`` with ``-inf`` outside."""
+    if top_k > 0 and top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        drop_sorted = cum - sorted_scores.softmax(-1) >= top_p  # keep the token that crosses top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    return scores
+
+
+class LanguagePolicy(nn.Module):
+    """A causal LM acting as a policy over text.
+
+    Args:
+        model_name_or_path: ``"tiny"`` (built-in offline preset), a local Hugging Face directory, or a
+            hub id (needs network; with ``HF_HUB_OFFLINE=1`` only cached ids load).
+        lora: LoRA adapter settings, or None for full fine-tuning.
+        temperature: Sampling temperature for training rollouts (> 0).
+        top_k: Keep only the top-k tokens when sampling (0 = off, exact on-policy log-probs).
+        top_p: Nucleus sampling mass (1.0 = off).
+        max_new_tokens: Completion length limit per step.
+        response_prefix: Text the assistant turn starts with (part of the prompt, e.g. ``"<action>"``).
+        dtype: Weight dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        trust_remote_code: Allow model repositories to run their own code (off by default: only enable
+            it for repositories you trust).
+        gradient_checkpointing: Recompute activations in the backward pass (turned off while generating).
+        seed: Seed of the tiny preset (weights and tokenizer).
+        tiny: Shape of the tiny preset.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = TINY,
+        lora: LoraSettings | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 32,
+        response_prefix: str = "",
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        tiny: TinySettings | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"policy.temperature must be > 0, got {temperature}")
+        if max_new_tokens < 1:
+            raise ConfigError(f"policy.max_new_tokens must be >= 1, got {max_new_tokens}")
+        if top_k < 0 or not 0.0 < top_p <= 1.0:
+            raise ConfigError(f"policy.top_k must be >= 0 and top_p in (0, 1], got {top_k}, {top_p}")
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"policy.dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        self.model_name_or_path = model_name_or_path
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.response_prefix = response_prefix
+        self.gradient_checkpointing = gradient_checkpointing
+        self.uses_lora = lora is not None
+        model, self.tokenizer = self._load(model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not getattr(self.tokenizer, "chat_template", None):
+            warnings.warn(
+                f"tokenizer of {model_name_or_path!r} has no chat template; using the ChatML fallback",
+                stacklevel=2,
+            )
+            self.tokenizer.chat_template = CHATML_TEMPLATE
+        self.eos_ids = sorted(
+            {i for i in [self.tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))] if i is not None}
+        )
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora.r,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=lora.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        self.model = model
+        self.reference: nn.Module | None = None
+
+    # ----- loading -------------------------------------------------------------------------------
+    @staticmethod
+    def _load(name: str, dtype: torch.dtype, trust_remote_code: bool, seed: int, tiny: TinySettings | None):
+        if name == TINY:
+            model, tokenizer = build_tiny(seed, tiny)
+            return model.to(dtype), tokenizer
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        if not _is_local(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+            raise ConfigError(f"model path {name!r} does not exist")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as err:
+            where = "local directory" if _is_local(name) else "hub id"
+            hint = " (HF_HUB_OFFLINE=1: only models already in the local cache can load)" if offline else ""
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot load a causal LM from {where} {name!r}{hint}: {first}") from err
+        return model, tokenizer
+
+    def enable_reference(self) -> None:
+        """Make :meth:`reference_logprobs` available (a frozen copy for full fine-tuning; under LoRA the
+        adapter-disabled base model is the reference and nothing is copied)."""
+        if not self.uses_lora and self.reference is None:
+            ref = copy.deepcopy(self.model).eval()
+            ref.requires_grad_(False)
+            object.__setattr__(self, "reference", ref)  # not a submodule: not trained, not checkpointed
+
+    # ----- prompts -------------------------------------------------------------------------------
+    def encode(self, messages: list[list[dict[str, str]]]) -> list[torch.Tensor]:
+        """Chat-template and tokenise a batch of conversations, appending the response prefix.
+
+        Returns:
+            ``B`` tensors of prompt ids, shape ``[P_b]``.
+        """
+        texts = [
+            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + self.response_prefix
+            for m in messages
+        ]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [torch.tensor(i, dtype=torch.long) for i in ids]
+
+    def _left_pad(self, prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``B`` prompts -> ``input_ids [B, P]``, ``attention_mask [B, P]`` (left padded)."""
+        width = max(p.numel() for p in prompts)
+        ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - p.numel() :] = p
+            mask[row, width - p.numel() :] = 1
+        return ids, mask
+
+    # ----- sampling ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[torch.Tensor],
+        generator: torch.Generator | None = None,
+        greedy: bool = False,
+        fixed_steps: bool = False,
+    ) -> Generation:
+        """Sample one completion per prompt in a single batched, KV-cached decoding loop.
+
+        Args:
+            prompts: ``B`` prompt-id tensors, shape ``[P_b]``.
+            generator: RNG for sampling (on the model's device); the global RNG when None.
+            greedy: Take the argmax instead of sampling (evaluation).
+            fixed_steps: Always run ``max_new_tokens`` forward passes, even when every sequence has
+                ended (sharded models need every rank to run the same number of passes).
+
+        Returns:
+            The completions and their log-probs under the sampling distribution.
+        """
+        import time
+
+        device = self.device
+        was_training = self.model.training
+        self.model.eval()
+        input_ids, attention_mask = (t.to(device) for t in self._left_pad(prompts))
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        batch = input_ids.shape[0]
+        eos = torch.tensor(self.eos_ids, device=device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        tokens, logps = [], []
+        cache = DynamicCache()
+        forward_s = 0.0
+        step_ids, step_pos = input_ids, position_ids
+        for _ in range(self.max_new_tokens):
+            start = time.perf_counter()
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=attention_mask,
+                position_ids=step_pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            forward_s += time.perf_counter() - start
+            scores = out.logits[:, -1].float() / self.temperature  # [B, V]
+            scores = _truncate(scores, self.top_k, self.top_p)
+            logp = scores.log_softmax(-1)  # [B, V]
+            if greedy:
+                nxt = logp.argmax(-1)
+            else:
+                nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # [B]
+            tok_logp = logp.gather(-1, nxt[:, None]).squeeze(-1)  # [B]
+            tokens.append(torch.where(finished, torch.full_like(nxt, -1), nxt))  # -1: after the end
+            logps.append(tok_logp)
+            finished = finished | torch.isin(nxt, eos)
+            nxt = torch.where(finished, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
+            if finished.all() and not fixed_steps:
+                break
+            step_ids = nxt[:, None]
+            step_pos = step_pos[:, -1:] + 1
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+        self.model.train(was_training)
+        token_mat = torch.stack(tokens, 1).cpu()  # [B, C_max]
+        logp_mat = torch.stack(logps, 1).float().cpu()  # [B, C_max]
+        completion_ids, logprobs = [], []
+        for row in range(batch):
+            keep = token_mat[row] >= 0
+            completion_ids.append(token_mat[row][keep].clone())
+            logprobs.append(logp_mat[row][keep].clone())
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        return Generation(completion_ids, logprobs, texts, forward_s)
+
+    # ----- scoring -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _score(self, model: nn.Module, batch: MicroBatch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        c = batch.completion_len
+        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=c + 1,  # logits at positions P-1 .. P+C-1; the last is not needed
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1].float() / self.temperature  # [B, C, V]
+        logits = torch.stack([_truncate(logits[:, t], self.top_k, self.top_p) for t in range(c)], 1) if (
+            self.top_k > 0 or self.top_p < 1.0
+        ) else logits
+        targets = batch.input_ids[:, -c:]  # [B, C]
+        logp_all = logits.log_softmax(-1)  # [B, C, V]
+        logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)  # [B, C]
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                p = logp_all.exp()
+                entropy = -(p * logp_all.masked_fill(p == 0, 0.0)).sum(-1)  # [B, C]
+        return logp, entropy
+
+    def completion_logprobs(self, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs (with gradients) and entropies of the completion tokens.
+
+        Returns:
+            ``logprobs [B, C]`` and ``entropy [B, C]`` (no gradient); padded positions hold junk and
+            must be masked with ``batch.completion_mask``.
+        """
+        if self.gradient_checkpointing and not getattr(self.model, "is_gradient_checkpointing", False):
+            self.model.gradient_checkpointing_enable()
+        logp, entropy = self._score(self.model, batch, with_entropy=True)
+        return logp, entropy  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: MicroBatch) -> torch.Tensor:
+        """Completion log-probs under the reference policy (the adapter-disabled base under LoRA, the
+        frozen initial copy otherwise). ``[B, C]``."""
+        if self.uses_lora:
+            with self.model.disable_adapter():
+                return self._score(self.model, batch, with_entropy=False)[0]
+        if self.reference is None:
+            raise RuntimeError("reference policy not enabled: call enable_reference() (done when kl_coef > 0)")
+        if next(self.reference.parameters()).device != self.device:
+            self.reference.to(self.device)
+        return self._score(self.reference, batch, with_entropy=False)[0]
+
+
+def _as_list(x: Any) -> list:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]

@@ -1,0 +1,1 @@
+"""Recipes: thin entry points over MSGRPOCLI with packaged default configs."""

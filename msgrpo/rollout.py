@@ -1,0 +1,119 @@
+"""Lockstep rollout engine: many episodes, one batched generate call per environment step.
+
+Pure (no Lightning): give it a policy, a game and seeds; get episodes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from msgrpo.game import TextGame
+from msgrpo.policy import LanguagePolicy
+from msgrpo.types import Episode, Step
+
+
+@dataclass
+class RolloutTiming:
+    """Where rollout time went.
+
+    Attributes:
+        total_s: Wall time of the rollout.
+        forward_s: Time inside model forward passes.
+        generated_tokens: Completion tokens generated.
+        generate_calls: Batched generate calls (one per environment step).
+    """
+
+    total_s: float = 0.0
+    forward_s: float = 0.0
+    generated_tokens: int = 0
+    generate_calls: int = 0
+
+
+def play(
+    policy: LanguagePolicy,
+    game: TextGame,
+    group_seeds: Sequence[int],
+    group_size: int,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+    on_env_error: Literal["record", "raise"] = "record",
+    fixed_steps: bool = False,
+    timing: RolloutTiming | None = None,
+) -> list[Episode]:
+    """Play ``len(group_seeds) x group_size`` episodes in lockstep.
+
+    Every episode of group ``g`` is reset with ``group_seeds[g]``. At each environment step, every live
+    episode's current state is rendered, all prompts go through one batched generate call, and each
+    completion is interpreted and executed. Finished episodes leave the batch at once.
+
+    Args:
+        policy: The language-agent policy.
+        game: The text game.
+        group_seeds: One reset seed per group.
+        group_size: Episodes per group (G).
+        generator: Sampling RNG (determinism); global RNG when None.
+        greedy: Argmax decoding (evaluation).
+        on_env_error: ``"record"``: an env that raises ends its episode with ``Episode.error`` set and the
+            others go on; ``"raise"``: re-raise.
+        fixed_steps: Passed to :meth:`LanguagePolicy.generate` (sharded models).
+        timing: Filled with where the time went, when given.
+
+    Returns:
+        Episodes ordered group by group: index ``g * group_size + i``.
+    """
+    start = time.perf_counter()
+    episodes: list[Episode] = []
+    envs = []
+    for g, seed in enumerate(group_seeds):
+        for _ in range(group_size):
+            env = game.make_env()
+            game.reset(env, seed)
+            envs.append(env)
+            episodes.append(Episode(group_id=g, seed=int(seed)))
+    live = list(range(len(episodes)))
+    while live:
+        observations = [game.render(envs[i]) for i in live]
+        messages = [game.chat(obs) for obs in observations]
+        prompts = policy.encode(messages)
+        gen = policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=fixed_steps)
+        if timing is not None:
+            timing.forward_s += gen.forward_s
+            timing.generate_calls += 1
+            timing.generated_tokens += sum(int(c.numel()) for c in gen.completion_ids)
+        still_live = []
+        for k, i in enumerate(live):
+            episode = episodes[i]
+            text = policy.response_prefix + gen.texts[k]
+            try:
+                result = game.act(envs[i], text)
+            except Exception as err:  # an env fault ends this episode only
+                if on_env_error == "raise":
+                    raise
+                episode.error = f"{type(err).__name__}: {err}"
+                continue
+            episode.steps.append(
+                Step(
+                    observation=observations[k],
+                    prompt_ids=prompts[k],
+                    completion_ids=gen.completion_ids[k],
+                    logprobs=gen.logprobs[k],
+                    text=gen.texts[k],
+                    action=result.action,
+                    valid=result.valid,
+                    reward=result.reward,
+                )
+            )
+            episode.terminated, episode.truncated = result.terminated, result.truncated
+            if episode.done:
+                episode.success = game.is_success(result.reward, result.terminated, result.truncated, result.info)
+            else:
+                still_live.append(i)
+        live = still_live
+    if timing is not None:
+        timing.total_s += time.perf_counter() - start
+    return episodes

@@ -1,0 +1,156 @@
+"""Typed carriers that flow through an MS-GRPO iteration.
+
+Rollout engine -> ``Episode`` (a list of ``Step``) -> credit assigner and sampler -> ``StepSample``
+(one single-turn training sample per chosen step) -> ``MicroBatch`` (padded tensors) -> loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Step:
+    """One environment step of one episode, as the language agent took it.
+
+    Attributes:
+        observation: The user-message text the agent saw (current state only, no history).
+        prompt_ids: Token ids of the chat-formatted prompt. Shape ``[P]``, long.
+        completion_ids: Token ids the policy generated (EOS included when emitted). Shape ``[C]``, long.
+        logprobs: Log-probabilities of ``completion_ids`` under the rollout sampling distribution.
+            Shape ``[C]``, float32.
+        text: The decoded completion (for parsing and logging only; never re-tokenised).
+        action: The domain action executed (the fallback action when ``valid`` is False).
+        valid: Whether the completion named a valid action.
+        reward: The step reward, format penalty included.
+    """
+
+    observation: str
+    prompt_ids: torch.Tensor
+    completion_ids: torch.Tensor
+    logprobs: torch.Tensor
+    text: str
+    action: int
+    valid: bool
+    reward: float
+
+
+@dataclass
+class Episode:
+    """One episode of a group.
+
+    Attributes:
+        group_id: Index of the group; every episode of a group shares its reset seed.
+        seed: The reset seed of the group.
+        steps: The steps, in order.
+        terminated: The game ended by its own rules (goal, hole, death).
+        truncated: The game hit its step or round limit.
+        success: The game's notion of success (goal reached, survived...).
+        error: The error message when the environment raised mid-episode, else None.
+    """
+
+    group_id: int
+    seed: int
+    steps: list[Step] = field(default_factory=list)
+    terminated: bool = False
+    truncated: bool = False
+    success: bool = False
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode has ended for any reason."""
+        return self.terminated or self.truncated or self.error is not None
+
+    @property
+    def total_reward(self) -> float:
+        """The episode return: the sum of its step rewards."""
+        return float(sum(s.reward for s in self.steps))
+
+    @property
+    def length(self) -> int:
+        """Number of steps taken."""
+        return len(self.steps)
+
+    @property
+    def invalid_steps(self) -> int:
+        """Number of steps whose completion named no valid action."""
+        return sum(not s.valid for s in self.steps)
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        """Per-step rewards. Shape ``[T]``, float32."""
+        return torch.tensor([s.reward for s in self.steps], dtype=torch.float32)
+
+
+@dataclass
+class StepSample:
+    """A single-turn training sample made from one step.
+
+    Attributes:
+        prompt_ids: Shape ``[P]``, long.
+        completion_ids: Shape ``[C]``, long.
+        old_logprobs: Rollout log-probs of the completion tokens. Shape ``[C]``.
+        advantage: The advantage every completion token carries.
+        ref_logprobs: Reference-policy log-probs, or None when no KL term is used. Shape ``[C]``.
+    """
+
+    prompt_ids: torch.Tensor
+    completion_ids: torch.Tensor
+    old_logprobs: torch.Tensor
+    advantage: float
+    ref_logprobs: torch.Tensor | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus completion length."""
+        return int(self.prompt_ids.numel() + self.completion_ids.numel())
+
+
+@dataclass
+class MicroBatch:
+    """Padded tensors for one forward/backward pass.
+
+    Prompts are left-padded to a common length ``P`` and completions right-padded to ``C``, so every
+    completion starts at column ``P`` and logits are only needed for the last ``C + 1`` positions.
+
+    Attributes:
+        input_ids: ``[B, P + C]`` long.
+        attention_mask: ``[B, P + C]`` long (1 = real token).
+        completion_mask: ``[B, C]`` float (1 = real completion token).
+        old_logprobs: ``[B, C]`` float.
+        advantages: ``[B]`` float.
+        ref_logprobs: ``[B, C]`` float or None.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    ref_logprobs: torch.Tensor | None = None
+
+    @property
+    def completion_len(self) -> int:
+        """``C``: the padded completion length."""
+        return int(self.completion_mask.shape[1])
+
+
+@dataclass
+class MiniBatch:
+    """The unit of one optimizer step: micro-batches whose gradients are accumulated.
+
+    Attributes:
+        micro_batches: Micro-batches, each at most the token budget.
+        num_tokens: Real completion tokens over all micro-batches (token-mean normaliser).
+        num_sequences: Samples over all micro-batches (sequence-mean normaliser).
+        rollout_stats: Per-episode rollout statistics for metric updates; attached to the first
+            mini-batch of an iteration only, else None.
+    """
+
+    micro_batches: list[MicroBatch]
+    num_tokens: int
+    num_sequences: int
+    rollout_stats: dict[str, torch.Tensor] | None = None

@@ -1,0 +1,106 @@
+"""The Frozen Lake recipe through main([...]), as a user runs it."""
+
+import json
+from importlib import resources
+
+import pytest
+import torch
+
+from msgrpo.policy import LanguagePolicy
+from msgrpo.recipes import frozen_lake
+
+FAST = [
+    "--trainer.max_epochs=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--data.num_groups=2",
+    "--data.group_size=2",
+    "--data.sampler.init_args.num_episodes=2",
+    "--data.eval_episodes=2",
+]
+
+
+def _fast(tmp_path):
+    return FAST + [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+
+
+def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
+    cli = frozen_lake.main(["fit", *_fast(tmp_path), "--trainer.check_val_every_n_epoch=2"])
+    initial = LanguagePolicy(max_new_tokens=1)
+    changed = [not torch.equal(p, q) for p, q in zip(cli.model.policy.parameters(), initial.parameters())]
+    assert any(changed)
+    metrics = cli.trainer.callback_metrics
+    for key in ("rollout/success_rate", "rollout/return_mean", "rollout/invalid_action_rate", "loss/policy",
+                "loss/clip_frac", "loss/entropy", "perf/rollout_s", "perf/update_s", "perf/tokens_per_s",
+                "eval/train/success_rate"):  # fmt: skip
+        assert key in metrics, key
+    out = capsys.readouterr().out
+    assert "msgrpo: trained 2 iterations" in out
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists() or list(tmp_path.rglob("last.ckpt"))
+
+
+def test_components_swap_by_short_name_and_test_writes_json(tmp_path):
+    cli = frozen_lake.main(
+        ["fit", *_fast(tmp_path), "--trainer.max_epochs=1", "--data.sampler=All", "--data.credit_assigner=EpisodeReturn"]
+    )
+    assert type(cli.datamodule.sampler).__name__ == "All"
+    target = tmp_path / "eval.json"
+    frozen_lake.main(["test", *_fast(tmp_path), f"--results_json={target}", "--data.eval_scenarios=[train]"])
+    result = json.loads(target.read_text())
+    assert set(result["scenarios"]) == {"train"}
+    assert 0.0 <= result["scenarios"]["train"]["success_rate"] <= 1.0
+
+
+def test_print_config_shows_class_paths(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        frozen_lake.main(["fit", "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "msgrpo.components.samplers.AbsoluteAdvantageWeighted" in out
+    assert "reload_dataloaders_every_n_epochs: 1" in out
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--data.sampler=NoSuchSampler"], "NoSuchSampler"),
+        (["--data.group_size=1"], "group_size must be >= 2"),
+        (["--model.policy.init_args.model_name_or_path=./missing/model"], "./missing/model"),
+        (["--data.group_size=abc"], "abc"),
+    ],
+)
+def test_user_errors_are_short(args, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        frozen_lake.main(["fit", *args])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 25
+
+
+def test_malformed_yaml(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  group_size: [1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        frozen_lake.main(["fit", f"--config={bad}"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "Traceback" not in err
+
+
+def test_every_shipped_yaml_loads(capsys):
+    configs = sorted(p.name for p in (resources.files("msgrpo.recipes") / "configs").iterdir() if p.name.endswith(".yaml"))
+    assert "frozen_lake.yaml" in configs
+    base = {"snake": "snake.yaml"}
+    for name in configs:
+        recipe = frozen_lake
+        args = ["fit", "--print_config"]
+        if name.startswith("snake"):
+            from msgrpo.recipes import snake as recipe  # noqa: PLC0415
+        if name not in ("frozen_lake.yaml", base["snake"]):
+            args.insert(1, f"--config={resources.files('msgrpo.recipes') / 'configs' / name}")
+        with pytest.raises(SystemExit) as exit_info:
+            recipe.main(args)
+        assert exit_info.value.code == 0, name
+    capsys.readouterr()

@@ -1,0 +1,53 @@
+"""Samples, padding layout and token-budget packing."""
+
+import torch
+
+from msgrpo.batching import collate, minibatches, pack_by_budget, step_samples
+from msgrpo.types import Episode, Step, StepSample
+
+
+def _sample(p, c, adv=1.0):
+    return StepSample(torch.arange(1, p + 1), torch.arange(100, 100 + c), -torch.ones(c), adv)
+
+
+def test_collate_layout_by_hand():
+    mb = collate([_sample(2, 3, 1.0), _sample(3, 1, -1.0)], pad_id=0)
+    assert mb.input_ids.tolist() == [[0, 1, 2, 100, 101, 102], [1, 2, 3, 100, 0, 0]]
+    assert mb.attention_mask.tolist() == [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
+    assert mb.completion_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert mb.old_logprobs.tolist() == [[-1, -1, -1], [-1, 0, 0]]
+    assert mb.advantages.tolist() == [1.0, -1.0]
+    assert mb.ref_logprobs is None
+
+
+def test_pack_by_budget_respects_budget_and_keeps_everything():
+    samples = [_sample(p, c) for p, c in [(10, 2), (3, 1), (10, 2), (4, 1), (20, 5), (3, 2)]]
+    groups = pack_by_budget(samples, token_budget=30)
+    assert sorted(id(s) for g in groups for s in g) == sorted(id(s) for s in samples)
+    for g in groups:
+        width = max(s.prompt_ids.numel() for s in g) + max(s.completion_ids.numel() for s in g)
+        assert len(g) * width <= 30 or len(g) == 1
+    # length bucketing: the short prompts are packed together
+    assert {s.prompt_ids.numel() for s in groups[0]} <= {3, 4}
+
+
+def test_step_samples_follow_chosen_episodes_with_repeats():
+    def ep(n, g):
+        e = Episode(group_id=g, seed=0)
+        for t in range(n):
+            e.steps.append(Step("o", torch.tensor([1]), torch.tensor([2, 3]), torch.tensor([-0.1, -0.2]), "x", 0, True, float(t)))
+        return e
+
+    episodes = [ep(2, 0), ep(3, 0)]
+    adv = [torch.tensor([0.5, 0.5]), torch.tensor([-1.0, -1.0, -1.0])]
+    samples = step_samples(episodes, adv, torch.tensor([1, 1, 0]))
+    assert [s.advantage for s in samples] == [-1.0] * 6 + [0.5, 0.5]
+    assert torch.equal(samples[0].completion_ids, torch.tensor([2, 3]))
+
+
+def test_minibatches_count_tokens_and_sequences():
+    samples = [_sample(4, c) for c in (1, 2, 3, 4)]
+    out = minibatches(samples, 2, token_budget=1000, pad_id=0, generator=torch.Generator().manual_seed(0))
+    assert len(out) == 2
+    assert sum(m.num_tokens for m in out) == 10 and [m.num_sequences for m in out] == [2, 2]
+    assert sum(int(mb.completion_mask.sum()) for m in out for mb in m.micro_batches) == 10

@@ -1,0 +1,59 @@
+"""RolloutDataModule: one iteration's data, seeds per rank, validation of settings."""
+
+import pytest
+import torch
+
+from msgrpo.components.credit import EpisodeReturn
+from msgrpo.components.games import FrozenLake
+from msgrpo.components.samplers import All, Uniform
+from msgrpo.data import RolloutDataModule
+from msgrpo.errors import ConfigError
+from msgrpo.loss import MSGRPOLoss
+from msgrpo.module import MSGRPOModule
+
+
+def _module(policy, kl=0.0):
+    return MSGRPOModule(policy, MSGRPOLoss(kl_coef=kl))
+
+
+def test_iteration_builds_minibatches_with_stats(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=2, response_prefix="<action>")
+    data = RolloutDataModule(FrozenLake(), EpisodeReturn(), Uniform(4), num_groups=2, group_size=3, num_minibatches=2, update_epochs=2, token_budget=2000)
+    batches = data.make_iteration(_module(policy), iteration=0)
+    assert len(batches) == 4  # num_minibatches x update_epochs
+    assert batches[0].rollout_stats is not None and all(b.rollout_stats is None for b in batches[1:])
+    assert batches[0].rollout_stats["return"].shape == (6,)
+    trained_steps = sum(b.num_sequences for b in batches[:2])
+    chosen_steps = sum(b.num_sequences for b in batches[2:])
+    assert trained_steps == chosen_steps > 0
+    for b in batches:
+        for mb in b.micro_batches:
+            assert mb.input_ids.numel() <= 2000 or mb.input_ids.shape[0] == 1
+
+
+def test_group_seeds_differ_by_rank_and_iteration_and_replay():
+    data = RolloutDataModule(FrozenLake(), num_groups=4, group_size=2, seed=3)
+    a = data.group_seeds(0, rank=0)
+    assert a == data.group_seeds(0, rank=0)
+    assert len(set(a + data.group_seeds(0, rank=1) + data.group_seeds(1, rank=0))) == 12
+
+
+def test_reference_logprobs_attached_when_kl(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=2)
+    policy.enable_reference()
+    data = RolloutDataModule(FrozenLake(), sampler=All(), num_groups=1, group_size=2)
+    batches = data.make_iteration(_module(policy, kl=0.1), iteration=0)
+    mb = batches[0].micro_batches[0]
+    assert mb.ref_logprobs is not None
+    mask = mb.completion_mask.bool()
+    # before any update the reference is the policy itself
+    assert torch.allclose(mb.ref_logprobs[mask], mb.old_logprobs[mask], atol=1e-4)
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="group_size must be >= 2"):
+        RolloutDataModule(FrozenLake(), group_size=1)
+    with pytest.raises(ConfigError, match="num_episodes=100 exceeds the 16"):
+        RolloutDataModule(FrozenLake(), sampler=Uniform(100), num_groups=2, group_size=8)
+    with pytest.raises(ConfigError, match="unknown scenario"):
+        RolloutDataModule(FrozenLake(), eval_scenarios=["moon"])

@@ -1,0 +1,93 @@
+"""MSGRPOLoss against hand-computed numbers."""
+
+import math
+
+import pytest
+import torch
+
+from msgrpo.errors import ConfigError
+from msgrpo.loss import MSGRPOLoss
+
+
+def _lp(x):
+    return torch.log(torch.tensor(x))
+
+
+def test_ratio_and_clipping_by_hand():
+    # Two samples, two tokens each. Ratios: sample 0 -> [1.5, 0.5], sample 1 -> [1.1, 0.7]
+    old = torch.zeros(2, 2)
+    new = _lp([[1.5, 0.5], [1.1, 0.7]])
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.ones(2, 2)
+    out = MSGRPOLoss(clip_eps=0.2)(new, old, adv, mask)
+    # sample 0 (A=+1): min(1.5*1, 1.2*1)=1.2 ; min(0.5, 0.8)=0.5
+    # sample 1 (A=-2): min(1.1*-2, 1.1*-2)=-2.2 ; min(0.7*-2=-1.4, 0.8*-2=-1.6)=-1.6
+    # loss = -(1.2 + 0.5 - 2.2 - 1.6) / 4 = 0.525
+    assert out.loss.item() == pytest.approx(0.525, abs=1e-6)
+    # clipped terms active: token (0,0) (ratio>1.2, A>0) and (1,1) (ratio<0.8, A<0) -> 2/4
+    assert out.clip_frac.item() == pytest.approx(0.5)
+    # approx_kl = mean((r-1) - log r)
+    expected = sum((r - 1) - math.log(r) for r in [1.5, 0.5, 1.1, 0.7]) / 4
+    assert out.approx_kl.item() == pytest.approx(expected, rel=1e-5)
+    assert out.kl.item() == 0.0
+
+
+def test_mask_and_sequence_mean():
+    old = torch.zeros(2, 3)
+    new = torch.zeros(2, 3)  # ratio 1 -> per-token loss = -A
+    adv = torch.tensor([2.0, -1.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    token = MSGRPOLoss(aggregation="token-mean")(new, old, adv, mask)
+    # tokens: three of -2, one of +1 -> (-6 + 1) / 4 = -1.25
+    assert token.loss.item() == pytest.approx(-1.25)
+    seq = MSGRPOLoss(aggregation="sequence-mean")(new, old, adv, mask)
+    # sequence means: -2 and +1 -> -0.5
+    assert seq.loss.item() == pytest.approx(-0.5)
+
+
+def test_external_normalisers_make_micro_batches_add_up():
+    torch.manual_seed(0)
+    new = torch.randn(4, 3)
+    old = new + 0.1 * torch.randn(4, 3)
+    adv = torch.randn(4)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]]).float()
+    for agg in ("token-mean", "sequence-mean"):
+        loss = MSGRPOLoss(aggregation=agg)
+        whole = loss(new, old, adv, mask).loss
+        n_tok, n_seq = int(mask.sum()), 4
+        parts = sum(
+            loss(new[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], num_tokens=n_tok, num_sequences=n_seq).loss
+            for i in (0, 2)
+        )
+        assert parts.item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+def test_k3_kl_by_hand():
+    old = torch.zeros(1, 1)
+    new = _lp([[0.5]])
+    ref = _lp([[0.25]])
+    out = MSGRPOLoss(kl_coef=0.1)(new, new.clone(), torch.tensor([0.0]), torch.ones(1, 1), ref)
+    # delta = log(0.25) - log(0.5) = -log 2 ; k3 = e^delta - delta - 1 = 0.5 + log 2 - 1
+    k3 = 0.5 + math.log(2) - 1
+    assert out.kl.item() == pytest.approx(k3, rel=1e-6)
+    assert out.loss.item() == pytest.approx(0.1 * k3, rel=1e-6)
+    del old
+
+
+def test_asymmetric_clip_and_gradient():
+    new = _lp([[1.25]]).requires_grad_(True)
+    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(new, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
+    # ratio 1.25 < 1.3: unclipped, loss = -1.25, d loss / d logp = -ratio = -1.25
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(-1.25)
+    assert new.grad.item() == pytest.approx(-1.25)
+    assert out.clip_frac.item() == 0.0
+
+
+def test_kl_needs_reference_and_bad_values():
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        MSGRPOLoss(kl_coef=0.1)(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1), torch.ones(1, 1))
+    with pytest.raises(ConfigError, match="clip"):
+        MSGRPOLoss(clip_eps=0.0)
+    with pytest.raises(ConfigError, match="aggregation"):
+        MSGRPOLoss(aggregation="mean")

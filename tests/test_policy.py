@@ -1,0 +1,137 @@
+"""LanguagePolicy: exact on-policy log-probs, LoRA, reference, loading errors."""
+
+import pytest
+import torch
+
+from msgrpo.batching import collate
+from msgrpo.components.games import FrozenLake
+from msgrpo.errors import ConfigError
+from msgrpo.policy import LanguagePolicy, LoraSettings
+from msgrpo.types import StepSample
+
+
+def _prompts(policy, n=3):
+    game = FrozenLake()
+    env = game.make_env()
+    msgs = []
+    for seed in range(n):
+        game.reset(env, seed)
+        if seed % 2:  # different prompt lengths -> left padding is exercised
+            game.act(env, "<action>right</action>")
+        msgs.append(game.messages(env))
+    return policy.encode(msgs)
+
+
+def _batch(policy, prompts, gen):
+    samples = [StepSample(p, c, lp, 1.0) for p, c, lp in zip(prompts, gen.completion_ids, gen.logprobs)]
+    return collate(samples, policy.tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": 20}, {"temperature": 0.7, "top_p": 0.9}])
+def test_rollout_logprobs_match_training_logprobs(tiny_policy_factory, kwargs):
+    policy = tiny_policy_factory(max_new_tokens=6, **kwargs)
+    prompts = _prompts(policy)
+    gen = policy.generate(prompts, generator=torch.Generator().manual_seed(0))
+    assert len(gen.completion_ids) == 3 and all(c.numel() >= 1 for c in gen.completion_ids)
+    batch = _batch(policy, prompts, gen)
+    logp, entropy = policy.completion_logprobs(batch)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(logp[mask], batch.old_logprobs[mask], atol=1e-4)
+    assert entropy.shape == logp.shape and (entropy[mask] > 0).all()
+    assert logp.requires_grad
+
+
+def test_generation_is_seeded_and_greedy_is_deterministic(tiny_policy):
+    prompts = _prompts(tiny_policy)
+    a = tiny_policy.generate(prompts, generator=torch.Generator().manual_seed(7))
+    b = tiny_policy.generate(prompts, generator=torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a.completion_ids, b.completion_ids))
+    g1 = tiny_policy.generate(prompts, greedy=True)
+    g2 = tiny_policy.generate(prompts[:1], greedy=True)  # batch composition does not change greedy output
+    assert torch.equal(g1.completion_ids[0], g2.completion_ids[0])
+
+
+def test_stops_at_eos_and_keeps_it(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=5)
+    eos = policy.tokenizer.eos_token_id
+    def boost_eos(module, args, out):  # make EOS overwhelmingly likely
+        out[..., eos] += 100.0
+        return out
+
+    policy.model.lm_head.register_forward_hook(boost_eos)
+    gen = policy.generate(_prompts(policy))
+    for ids in gen.completion_ids:
+        assert ids.tolist() == [eos]
+
+
+def test_tiny_preset_is_deterministic(tiny_policy_factory):
+    a, b = tiny_policy_factory(seed=3), tiny_policy_factory(seed=3)
+    assert a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    c = tiny_policy_factory(seed=4)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+def test_lora_trains_adapter_only_and_reference_is_base(tiny_policy_factory):
+    base = tiny_policy_factory(max_new_tokens=3)
+    policy = tiny_policy_factory(max_new_tokens=3, lora=LoraSettings(r=4, alpha=8))
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():  # move the adapter away from its zero init
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5)
+    prompts = _prompts(policy)
+    gen = policy.generate(prompts, generator=torch.Generator().manual_seed(0))
+    batch = _batch(policy, prompts, gen)
+    ref = policy.reference_logprobs(batch)
+    base_lp, _ = base.completion_logprobs(batch)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(ref[mask], base_lp[mask], atol=1e-5)
+    cur, _ = policy.completion_logprobs(batch)
+    assert not torch.allclose(cur[mask], ref[mask], atol=1e-3)
+
+
+def test_full_finetune_reference_is_frozen_copy(tiny_policy):
+    tiny_policy.enable_reference()
+    prompts = _prompts(tiny_policy)
+    gen = tiny_policy.generate(prompts, generator=torch.Generator().manual_seed(0))
+    batch = _batch(tiny_policy, prompts, gen)
+    before = tiny_policy.reference_logprobs(batch)
+    with torch.no_grad():
+        for p in tiny_policy.model.parameters():
+            p.add_(0.01)
+    assert torch.equal(tiny_policy.reference_logprobs(batch), before)
+    assert "reference" not in dict(tiny_policy.named_children())  # not trained, not checkpointed
+
+
+def test_local_directory_round_trip(tiny_policy, tmp_path):
+    tiny_policy.model.save_pretrained(tmp_path)
+    tiny_policy.tokenizer.save_pretrained(tmp_path)
+    loaded = LanguagePolicy(str(tmp_path), max_new_tokens=2)
+    assert loaded.tokenizer("<action>up</action>").input_ids == tiny_policy.tokenizer("<action>up</action>").input_ids
+    for p, q in zip(loaded.model.parameters(), tiny_policy.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_missing_tokenizer_chat_template_falls_back_with_warning(tiny_policy, tmp_path):
+    tiny_policy.tokenizer.chat_template = None
+    tiny_policy.model.save_pretrained(tmp_path)
+    tiny_policy.tokenizer.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="ChatML fallback"):
+        loaded = LanguagePolicy(str(tmp_path))
+    assert "<|im_start|>" in loaded.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+
+
+def test_loading_errors_are_one_line_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        LanguagePolicy("./no/such/model")
+    with pytest.raises(ConfigError, match="holds no|cannot load"):
+        LanguagePolicy(str(tmp_path))  # a directory with no model in it
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):
+        LanguagePolicy("some-org/some-model")
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        LanguagePolicy(max_new_tokens=0)
+    with pytest.raises(ConfigError, match="temperature"):
+        LanguagePolicy(temperature=0)

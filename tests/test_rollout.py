@@ -1,0 +1,56 @@
+"""Lockstep rollout engine."""
+
+import torch
+
+from msgrpo.components.games import FrozenLake
+from msgrpo.rollout import RolloutTiming, play
+
+
+class Exploding(FrozenLake):
+    """Frozen Lake whose env raises on the second step of seed 2's episodes."""
+
+    def act(self, env, text):
+        if env.steps == 1 and env.np_random_seed == 2:
+            raise RuntimeError("boom")
+        return super().act(env, text)
+
+
+def test_shapes_groups_and_shared_seeds(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=3, response_prefix="<action>")
+    timing = RolloutTiming()
+    episodes = play(policy, FrozenLake(), [11, 22, 33], 4, generator=torch.Generator().manual_seed(0), timing=timing)
+    assert len(episodes) == 12
+    assert [e.group_id for e in episodes] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [e.seed for e in episodes] == [11] * 4 + [22] * 4 + [33] * 4
+    for e in episodes:
+        assert 1 <= e.length <= 8 and e.done
+        # all episodes of a group start from the same state
+        assert e.steps[0].observation == episodes[e.group_id * 4].steps[0].observation
+        for s in e.steps:
+            assert s.prompt_ids.dtype == torch.long and s.prompt_ids.ndim == 1
+            assert s.completion_ids.shape == s.logprobs.shape and 1 <= s.completion_ids.numel() <= 3
+            assert (s.logprobs <= 0).all()
+            assert s.reward == (0.0 if s.valid else -0.1) or s.reward in (1.0, 0.9)
+        assert e.total_reward == sum(s.reward for s in e.steps)
+    assert episodes[0].steps[0].observation != episodes[4].steps[0].observation  # groups differ
+    # one batched generate call per environment step: as many calls as the longest episode
+    assert timing.generate_calls == max(e.length for e in episodes)
+    assert 0 < timing.forward_s <= timing.total_s
+
+
+def test_same_seed_same_episodes(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=2, response_prefix="<action>")
+    runs = [
+        play(policy, FrozenLake(), [5], 3, generator=torch.Generator().manual_seed(1)) for _ in range(2)
+    ]
+    for a, b in zip(*runs):
+        assert [s.text for s in a.steps] == [s.text for s in b.steps]
+        assert a.total_reward == b.total_reward
+
+
+def test_env_fault_ends_only_that_episode(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=2)
+    episodes = play(policy, Exploding(), [1, 2], 2, generator=torch.Generator().manual_seed(0))
+    failed = [e for e in episodes if e.error]
+    assert len(failed) == 2 and all(e.seed == 2 and "boom" in e.error and e.length == 1 for e in failed)
+    assert all(e.error is None and e.length == 8 for e in episodes if e.seed == 1)
