@@ -9,7 +9,9 @@ import torch
 from msgrpo.types import Episode, MicroBatch, MiniBatch, StepSample
 
 
-def step_samples(episodes: Sequence[Episode], advantages: Sequence[torch.Tensor], chosen: torch.Tensor) -> list[StepSample]:
+def step_samples(
+    episodes: Sequence[Episode], advantages: Sequence[torch.Tensor], chosen: torch.Tensor
+) -> list[StepSample]:
     """One single-turn sample per step of every chosen episode.
 
     Args:

@@ -30,7 +30,10 @@ class ShortErrorParser(LightningArgumentParser):
     """Argument parser whose errors name the bad value without a screen of usage text."""
 
     def print_usage(self, file=None) -> None:
-        print(f"usage: {self.prog.replace(' [options]', '')} --help  (lists every option)", file=file or sys.stderr)
+        print(
+            f"usage: {self.prog.replace(' [options]', '')} --help  (lists every option)",
+            file=file or sys.stderr,
+        )
 
 
 class MSGRPOCLI(LightningCLI):
@@ -59,7 +62,9 @@ class MSGRPOCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.num_sanity_val_steps": 0})
+        parser.set_defaults(
+            {"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.num_sanity_val_steps": 0}
+        )
         parser.add_argument(
             "--results_json",
             type=str | None,

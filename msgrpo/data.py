@@ -123,7 +123,9 @@ class RolloutDataModule(L.LightningDataModule):
         rng = np.random.default_rng([self.seed, iteration, rank])
         return [int(s) for s in rng.integers(0, PANEL_SEED, size=self.num_groups)]
 
-    def _generators(self, iteration: int, rank: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    def _generators(
+        self, iteration: int, rank: int, device: torch.device
+    ) -> tuple[torch.Generator, torch.Generator]:
         """(sampling RNG on the model's device, CPU RNG for episode sampling and shuffling)."""
         base = int(np.random.default_rng([self.seed, iteration, rank, 1]).integers(2**62))
         gen_device = torch.Generator(device=device).manual_seed(base)

@@ -100,7 +100,13 @@ class MSGRPOModule(L.LightningModule):
         m["episode_len"].update(stats["length"])
         m["error_rate"].update(stats["error"])
         for name in ROLLOUT_METRICS:
-            self.log(f"rollout/{name}", m[name], on_step=False, on_epoch=True, prog_bar=name in ("success_rate", "return_mean"))
+            self.log(
+                f"rollout/{name}",
+                m[name],
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name in ("success_rate", "return_mean"),
+            )
         self.log("rollout/return_std", stats["return"].std(unbiased=False), on_step=False, on_epoch=True)
         self.log("rollout/distinct_completions", stats["distinct"], on_step=False, on_epoch=True)
         self.log("perf/rollout_s", stats["rollout_s"], on_step=False, on_epoch=True)
@@ -118,7 +124,15 @@ class MSGRPOModule(L.LightningModule):
         start = time.perf_counter()
         opt = self.optimizers()
         opt.zero_grad()
-        sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "ratio": 0.0}
+        sums = {
+            "loss": 0.0,
+            "policy": 0.0,
+            "kl": 0.0,
+            "clip_frac": 0.0,
+            "approx_kl": 0.0,
+            "entropy": 0.0,
+            "ratio": 0.0,
+        }
         tokens = 0
         finite = True
         for micro in batch.micro_batches:
@@ -135,7 +149,12 @@ class MSGRPOModule(L.LightningModule):
             tokens += n
             sums["loss"] += float(out.loss.detach())
             sums["policy"] += float(out.policy_loss)
-            for key, value in (("kl", out.kl), ("clip_frac", out.clip_frac), ("approx_kl", out.approx_kl), ("ratio", out.ratio_mean)):
+            for key, value in (
+                ("kl", out.kl),
+                ("clip_frac", out.clip_frac),
+                ("approx_kl", out.approx_kl),
+                ("ratio", out.ratio_mean),
+            ):
                 sums[key] += float(value) * n
             sums["entropy"] += float((entropy * micro.completion_mask).sum())
         if finite and self.max_grad_norm is not None:
@@ -150,18 +169,22 @@ class MSGRPOModule(L.LightningModule):
             self.bad_updates += 1
             self.skipped_updates += 1
             warnings.warn(
-                f"non-finite loss or gradient: update skipped ({self.bad_updates} in a row, {self.skipped_updates} in all)",
+                f"non-finite loss or gradient: update skipped "
+                f"({self.bad_updates} in a row, {self.skipped_updates} in all)",
                 stacklevel=2,
             )
             if self.bad_updates >= self.max_bad_updates:
                 self.trainer.should_stop = True
                 raise FloatingPointError(
-                    f"{self.bad_updates} consecutive non-finite updates (max_bad_updates={self.max_bad_updates}): "
+                    f"{self.bad_updates} consecutive non-finite updates "
+                    f"(max_bad_updates={self.max_bad_updates}): "
                     "lower the learning rate or check the model dtype"
                 )
         self._update_s += time.perf_counter() - start
         self._update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
-        self.log("loss/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log(
+            "loss/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True, reduce_fx="max"
+        )
         if finite and tokens:
             self.log("loss/total", sums["loss"], on_step=False, on_epoch=True)
             self.log("loss/policy", sums["policy"], on_step=False, on_epoch=True)
@@ -171,8 +194,12 @@ class MSGRPOModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("perf/update_s", self._update_s, on_step=False, on_epoch=True)
-        self.log("perf/tokens_per_s", self._update_tokens / max(self._update_s, 1e-9), on_step=False, on_epoch=True)
-        self.log("perf/peak_memory_mb", peak_memory_mb(self.device), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log(
+            "perf/tokens_per_s", self._update_tokens / max(self._update_s, 1e-9), on_step=False, on_epoch=True
+        )
+        self.log(
+            "perf/peak_memory_mb", peak_memory_mb(self.device), on_step=False, on_epoch=True, reduce_fx="max"
+        )
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         self.history.append({"iteration": float(self.current_epoch), **metrics})
 

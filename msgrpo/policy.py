@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
@@ -131,7 +130,9 @@ class LanguagePolicy(nn.Module):
         self.response_prefix = response_prefix
         self.gradient_checkpointing = gradient_checkpointing
         self.uses_lora = lora is not None
-        model, self.tokenizer = self._load(model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny)
+        model, self.tokenizer = self._load(
+            model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny
+        )
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -142,7 +143,11 @@ class LanguagePolicy(nn.Module):
             )
             self.tokenizer.chat_template = CHATML_TEMPLATE
         self.eos_ids = sorted(
-            {i for i in [self.tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))] if i is not None}
+            {
+                i
+                for i in [self.tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))]
+                if i is not None
+            }
         )
         if lora is not None:
             from peft import LoraConfig, get_peft_model
@@ -171,7 +176,9 @@ class LanguagePolicy(nn.Module):
             raise ConfigError(f"model path {name!r} does not exist")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                name, dtype=dtype, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError, KeyError) as err:
             where = "local directory" if _is_local(name) else "hub id"
             hint = " (HF_HUB_OFFLINE=1: only models already in the local cache can load)" if offline else ""
@@ -195,7 +202,8 @@ class LanguagePolicy(nn.Module):
             ``B`` tensors of prompt ids, shape ``[P_b]``.
         """
         texts = [
-            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + self.response_prefix
+            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+            + self.response_prefix
             for m in messages
         ]
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -290,7 +298,9 @@ class LanguagePolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _score(self, model: nn.Module, batch: MicroBatch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _score(
+        self, model: nn.Module, batch: MicroBatch, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         c = batch.completion_len
         position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = model(
@@ -301,9 +311,11 @@ class LanguagePolicy(nn.Module):
             use_cache=False,
         )
         logits = out.logits[:, :-1].float() / self.temperature  # [B, C, V]
-        logits = torch.stack([_truncate(logits[:, t], self.top_k, self.top_p) for t in range(c)], 1) if (
-            self.top_k > 0 or self.top_p < 1.0
-        ) else logits
+        logits = (
+            torch.stack([_truncate(logits[:, t], self.top_k, self.top_p) for t in range(c)], 1)
+            if (self.top_k > 0 or self.top_p < 1.0)
+            else logits
+        )
         targets = batch.input_ids[:, -c:]  # [B, C]
         logp_all = logits.log_softmax(-1)  # [B, C, V]
         logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)  # [B, C]
@@ -334,7 +346,9 @@ class LanguagePolicy(nn.Module):
             with self.model.disable_adapter():
                 return self._score(self.model, batch, with_entropy=False)[0]
         if self.reference is None:
-            raise RuntimeError("reference policy not enabled: call enable_reference() (done when kl_coef > 0)")
+            raise RuntimeError(
+                "reference policy not enabled: call enable_reference() (done when kl_coef > 0)"
+            )
         if next(self.reference.parameters()).device != self.device:
             self.reference.to(self.device)
         return self._score(self.reference, batch, with_entropy=False)[0]

@@ -35,7 +35,18 @@ def test_step_samples_follow_chosen_episodes_with_repeats():
     def ep(n, g):
         e = Episode(group_id=g, seed=0)
         for t in range(n):
-            e.steps.append(Step("o", torch.tensor([1]), torch.tensor([2, 3]), torch.tensor([-0.1, -0.2]), "x", 0, True, float(t)))
+            e.steps.append(
+                Step(
+                    "o",
+                    torch.tensor([1]),
+                    torch.tensor([2, 3]),
+                    torch.tensor([-0.1, -0.2]),
+                    "x",
+                    0,
+                    True,
+                    float(t),
+                )
+            )
         return e
 
     episodes = [ep(2, 0), ep(3, 0)]

@@ -18,7 +18,16 @@ def _module(policy, kl=0.0):
 
 def test_iteration_builds_minibatches_with_stats(tiny_policy_factory):
     policy = tiny_policy_factory(max_new_tokens=2, response_prefix="<action>")
-    data = RolloutDataModule(FrozenLake(), EpisodeReturn(), Uniform(4), num_groups=2, group_size=3, num_minibatches=2, update_epochs=2, token_budget=2000)
+    data = RolloutDataModule(
+        FrozenLake(),
+        EpisodeReturn(),
+        Uniform(4),
+        num_groups=2,
+        group_size=3,
+        num_minibatches=2,
+        update_epochs=2,
+        token_budget=2000,
+    )
     batches = data.make_iteration(_module(policy), iteration=0)
     assert len(batches) == 4  # num_minibatches x update_epochs
     assert batches[0].rollout_stats is not None and all(b.rollout_stats is None for b in batches[1:])

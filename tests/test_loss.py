@@ -56,7 +56,14 @@ def test_external_normalisers_make_micro_batches_add_up():
         whole = loss(new, old, adv, mask).loss
         n_tok, n_seq = int(mask.sum()), 4
         parts = sum(
-            loss(new[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], num_tokens=n_tok, num_sequences=n_seq).loss
+            loss(
+                new[i : i + 2],
+                old[i : i + 2],
+                adv[i : i + 2],
+                mask[i : i + 2],
+                num_tokens=n_tok,
+                num_sequences=n_seq,
+            ).loss
             for i in (0, 2)
         )
         assert parts.item() == pytest.approx(whole.item(), rel=1e-6)
@@ -76,7 +83,9 @@ def test_k3_kl_by_hand():
 
 def test_asymmetric_clip_and_gradient():
     new = _lp([[1.25]]).requires_grad_(True)
-    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(new, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
+    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(
+        new, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1)
+    )
     # ratio 1.25 < 1.3: unclipped, loss = -1.25, d loss / d logp = -ratio = -1.25
     out.loss.backward()
     assert out.loss.item() == pytest.approx(-1.25)

@@ -18,7 +18,9 @@ class Exploding(FrozenLake):
 def test_shapes_groups_and_shared_seeds(tiny_policy_factory):
     policy = tiny_policy_factory(max_new_tokens=3, response_prefix="<action>")
     timing = RolloutTiming()
-    episodes = play(policy, FrozenLake(), [11, 22, 33], 4, generator=torch.Generator().manual_seed(0), timing=timing)
+    episodes = play(
+        policy, FrozenLake(), [11, 22, 33], 4, generator=torch.Generator().manual_seed(0), timing=timing
+    )
     assert len(episodes) == 12
     assert [e.group_id for e in episodes] == [0] * 4 + [1] * 4 + [2] * 4
     assert [e.seed for e in episodes] == [11] * 4 + [22] * 4 + [33] * 4
@@ -40,9 +42,7 @@ def test_shapes_groups_and_shared_seeds(tiny_policy_factory):
 
 def test_same_seed_same_episodes(tiny_policy_factory):
     policy = tiny_policy_factory(max_new_tokens=2, response_prefix="<action>")
-    runs = [
-        play(policy, FrozenLake(), [5], 3, generator=torch.Generator().manual_seed(1)) for _ in range(2)
-    ]
+    runs = [play(policy, FrozenLake(), [5], 3, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
     for a, b in zip(*runs):
         assert [s.text for s in a.steps] == [s.text for s in b.steps]
         assert a.total_reward == b.total_reward

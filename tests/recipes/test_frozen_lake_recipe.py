@@ -21,7 +21,10 @@ FAST = [
 
 
 def _fast(tmp_path):
-    return FAST + [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    return FAST + [
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
 
 
 def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
@@ -41,7 +44,13 @@ def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
 
 def test_components_swap_by_short_name_and_test_writes_json(tmp_path):
     cli = frozen_lake.main(
-        ["fit", *_fast(tmp_path), "--trainer.max_epochs=1", "--data.sampler=All", "--data.credit_assigner=EpisodeReturn"]
+        [
+            "fit",
+            *_fast(tmp_path),
+            "--trainer.max_epochs=1",
+            "--data.sampler=All",
+            "--data.credit_assigner=EpisodeReturn",
+        ]
     )
     assert type(cli.datamodule.sampler).__name__ == "All"
     target = tmp_path / "eval.json"
@@ -90,7 +99,9 @@ def test_malformed_yaml(tmp_path, capsys):
 
 
 def test_every_shipped_yaml_loads(capsys):
-    configs = sorted(p.name for p in (resources.files("msgrpo.recipes") / "configs").iterdir() if p.name.endswith(".yaml"))
+    configs = sorted(
+        p.name for p in (resources.files("msgrpo.recipes") / "configs").iterdir() if p.name.endswith(".yaml")
+    )
     assert "frozen_lake.yaml" in configs
     base = {"snake": "snake.yaml"}
     for name in configs:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -86,7 +87,7 @@ class SnakeEnv(gym.Env):
         if num_apples < 0:
             raise ValueError(f"num_apples must be >= 0, got {num_apples}")
         if not 0 <= poison_apples <= num_apples:
-            raise ValueError(f"poison_apples must be between 0 and num_apples={num_apples}, got {poison_apples}")
+            raise ValueError(f"poison_apples must be in [0, num_apples={num_apples}], got {poison_apples}")
         if 1 + num_opponents + num_apples > width * height:
             raise ValueError(
                 f"{1 + num_opponents} snakes and {num_apples} apples do not fit on a {width}x{height} board"
@@ -94,7 +95,7 @@ class SnakeEnv(gym.Env):
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
         if death_penalty < 0:
-            raise ValueError(f"death_penalty must be >= 0 (death gives -1 - death_penalty), got {death_penalty}")
+            raise ValueError(f"death_penalty must be >= 0 (death gives -1 - penalty), got {death_penalty}")
         self.width, self.height = width, height
         self.num_apples, self.poison_apples = num_apples, poison_apples
         self.num_opponents, self.opponent = num_opponents, opponent
@@ -116,7 +117,7 @@ class SnakeEnv(gym.Env):
 
     def occupied(self) -> set[Cell]:
         """Cells of alive snakes, apples and poison apples."""
-        cells = {c for body, live in zip(self.snakes, self.alive) if live for c in body}
+        cells = {c for body, live in zip(self.snakes, self.alive, strict=True) if live for c in body}
         return cells | set(self.apples) | set(self.poison)
 
     @property
@@ -151,16 +152,16 @@ class SnakeEnv(gym.Env):
         for i, body in enumerate(bodies):
             if not body:
                 raise ValueError(f"snake {i} has no cells")
-            for a, b in zip(body, body[1:]):
+            for a, b in pairwise(body):
                 if abs(a[0] - b[0]) + abs(a[1] - b[1]) != 1:
                     raise ValueError(f"snake {i} is not contiguous: {a} -> {b}")
-        placed = [c for body, live in zip(bodies, alive) if live for c in body]
+        placed = [c for body, live in zip(bodies, alive, strict=True) if live for c in body]
         placed += [_cell(c) for c in apples] + [_cell(c) for c in poison]
         for c in placed:
             if not self.inside(c):
                 raise ValueError(f"cell {c} is off the {self.width}x{self.height} board")
         if len(set(placed)) != len(placed):
-            raise ValueError(f"cells overlap in the state: {sorted(c for c in placed if placed.count(c) > 1)}")
+            raise ValueError(f"cells overlap: {sorted({c for c in placed if placed.count(c) > 1})}")
         self.snakes, self.alive, self.scores = bodies, alive, [0] * len(bodies)
         self.apples, self.poison = [_cell(c) for c in apples], [_cell(c) for c in poison]
         self.round = rounds_played
@@ -269,9 +270,14 @@ def safe_moves(env: gym.Env, snake: int = 0) -> list[int]:
     snake eats) are not foreseen.
     """
     game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
-    blocked = {c for body, live in zip(game.snakes, game.alive) if live for c in body[:-1]}
+    blocked = _bodies_without_tails(game)
     x, y = game.snakes[snake][0]
-    return [a for a, (dx, dy) in enumerate(MOVES) if game.inside((x + dx, y + dy)) and (x + dx, y + dy) not in blocked]
+    cells = [(x + dx, y + dy) for dx, dy in MOVES]
+    return [a for a, cell in enumerate(cells) if game.inside(cell) and cell not in blocked]
+
+
+def _bodies_without_tails(game: SnakeEnv) -> set[Cell]:
+    return {c for body, live in zip(game.snakes, game.alive, strict=True) if live for c in body[:-1]}
 
 
 def _apple_distance(game: SnakeEnv, start: Cell, blocked: set[Cell]) -> int:
@@ -297,8 +303,8 @@ def greedy_action(env: gym.Env, snake: int = 0) -> int:
     lowest action index (up, down, left, right). With no safe move it returns 0 (up).
     """
     game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
-    blocked = {c for body, live in zip(game.snakes, game.alive) if live for c in body[:-1]} | set(game.poison)
-    others = [body[0] for j, (body, live) in enumerate(zip(game.snakes, game.alive)) if live and j != snake]
+    blocked = _bodies_without_tails(game) | set(game.poison)
+    others = [body[0] for j, body in enumerate(game.snakes) if game.alive[j] and j != snake]
     contested = {(hx + dx, hy + dy) for hx, hy in others for dx, dy in MOVES}
     x, y = game.snakes[snake][0]
     keys = []
@@ -393,7 +399,8 @@ class Snake(TextGame):
         for i, body in enumerate(game.snakes):
             name = "Your snake" if i == 0 else f"Opponent {i}"
             state = "" if game.alive[i] else "dead, "
-            lines.append(f"{name} ({state}score {game.scores[i]}): head {_fmt(body[:1])}, body {_fmt(body[1:])}")
+            cells = f"head {_fmt(body[:1])}, body {_fmt(body[1:])}"
+            lines.append(f"{name} ({state}score {game.scores[i]}): {cells}")
             if game.alive[i]:
                 for x, y in body[1:]:
                     rows[y][x] = "y" if i == 0 else "o"

@@ -4,8 +4,10 @@ import pytest
 
 from msgrpo.components.games import FrozenLake
 
-CLASSIC_START = """Board: 4x4. Positions are (row, column); (0, 0) is the top-left cell, rows grow downward and columns grow to the right.
-Player: (0, 0)
+CLASSIC_START = (
+    "Board: 4x4. Positions are (row, column); (0, 0) is the top-left cell, rows grow downward and columns "
+    "grow to the right.\n"
+    """Player: (0, 0)
 Goal: (3, 3)
 Holes: (1, 1), (1, 3), (2, 3), (3, 0)
 Legend: P = player, F = frozen ice, H = hole, G = goal.
@@ -14,6 +16,7 @@ P F F F
 F H F H
 F F F H
 H F F G"""
+)
 
 
 def test_render_classic_map_exactly():

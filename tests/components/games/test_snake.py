@@ -64,7 +64,8 @@ def test_head_to_head_and_swap_kill_both():
 
 
 def test_apple_grows_and_respawns_on_the_only_free_cell():
-    env = make(([[(0, 1), (0, 0), (1, 0), (2, 0)]], [(1, 1)]), width=3, height=2, num_apples=1, num_opponents=0)
+    state = ([[(0, 1), (0, 0), (1, 0), (2, 0)]], [(1, 1)])
+    env = make(state, width=3, height=2, num_apples=1, num_opponents=0)
     _, reward, terminated, _, info = env.step(RIGHT)
     assert reward == 1.0 and not terminated and info["score"] == 1
     assert env.snakes[0] == [(1, 1), (0, 1), (0, 0), (1, 0), (2, 0)]
@@ -115,10 +116,8 @@ def test_round_limit_truncates():
 
 
 def test_reward_sums_with_step_reward_and_death_penalty():
-    env = make(
-        ([[(0, 0)]], [(0, 2)]),
-        width=2, height=6, num_apples=1, num_opponents=0, apple_reward=2.0, death_penalty=0.5, step_reward=0.1,
-    )  # fmt: skip
+    shaping = dict(apple_reward=2.0, death_penalty=0.5, step_reward=0.1)
+    env = make(([[(0, 0)]], [(0, 2)]), width=2, height=6, num_apples=1, num_opponents=0, **shaping)
     rewards = [env.step(a)[1] for a in (UP, UP, LEFT)]  # move, eat, wall
     assert rewards == pytest.approx([0.1, 2.1, -1.5])
     assert sum(rewards) == pytest.approx(0.7)
@@ -140,7 +139,7 @@ def test_same_seed_replays_and_different_seeds_differ():
     actions = [UP, RIGHT, DOWN, LEFT, UP, UP, RIGHT, DOWN]
     for settings in ({}, {"num_opponents": 2, "poison_apples": 2}, {"opponent": "greedy"}):
         a, b = rollout(7, actions, **settings), rollout(7, actions, **settings)
-        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     starts = {rollout(seed, [])[0].tobytes() for seed in range(5)}
     assert len(starts) == 5
 
@@ -188,7 +187,7 @@ Grid (top row is y = 4):
 . . . 1 .
 A . . o .
 . Y . . .
-. y y . X"""
+. y y . X"""  # noqa: E501
 
 
 def test_render_hand_made_state_exactly():
