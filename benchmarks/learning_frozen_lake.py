@@ -12,20 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def evaluate(module, scenario) -> dict[str, float]:
-    greedy = module.eval_greedy
-    out = {}
-    for mode, flag in (("greedy", True), ("sampled", False)):
-        module.eval_greedy = flag
-        out[mode] = module.evaluate(scenario)
-    module.eval_greedy = greedy
-    return out
+from common import build_recipe, curve, evaluate_modes
 
 
 def main(argv=None) -> dict:
@@ -43,43 +32,23 @@ def main(argv=None) -> dict:
     )
     args = parser.parse_args(argv)
 
-    import torch
-
-    from msgrpo.cli import MSGRPOCLI, config_path
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    cli_args = [
-        f"--seed_everything={args.seed}",
-        f"--data.seed={args.seed}",
-        f"--trainer.max_epochs={args.max_iterations}",
-        f"--trainer.max_time=00:00:{int(args.minutes)}:{int((args.minutes % 1) * 60):02d}",
-        "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={args.out}",
-        f"--trainer.logger.init_args.save_dir={args.out}",
-        f"--data.eval_episodes={args.episodes}",
-        "--data.eval_scenarios=[train]",
-    ]
+    extra = [f"--data.eval_episodes={args.episodes}", "--data.eval_scenarios=[train]"]
     if args.map == "classic":
-        cli_args.append("--data.game.init_args.map_name=4x4")
-    cli = MSGRPOCLI(default_config=config_path("frozen_lake.yaml"), args=cli_args + args.overrides, run=False)
+        extra.append("--data.game.init_args.map_name=4x4")
+    cli = build_recipe(
+        "frozen_lake.yaml", args.out, args.minutes, args.max_iterations, args.seed, extra + args.overrides
+    )
     module, data = cli.model, cli.datamodule
     scenario = data.panel[0]
-    initial = evaluate(module, scenario)
+    initial = evaluate_modes(module, scenario)
     print(f"initial: {json.dumps({k: v['success_rate'] for k, v in initial.items()})}", flush=True)
     start = time.perf_counter()
     cli.trainer.fit(module, datamodule=data)
     wall = time.perf_counter() - start
-    final = evaluate(module, scenario)
-    history = module.history
-    curve = [
-        (int(h["iteration"]), round(h.get("rollout/success_rate", float("nan")), 3))
-        for h in history[:: max(1, len(history) // 20)]
-    ]
+    final = evaluate_modes(module, scenario)
     result = {
         "map": args.map,
-        "iterations": len(history),
+        "iterations": len(module.history),
         "wall_s": round(wall, 1),
         "initial_success_rate": initial["greedy"]["success_rate"],
         "final_success_rate": final["greedy"]["success_rate"],
@@ -87,7 +56,7 @@ def main(argv=None) -> dict:
         "final_success_rate_sampled": final["sampled"]["success_rate"],
         "final_invalid_action_rate_sampled": final["sampled"]["invalid_action_rate"],
         "eval_episodes": args.episodes,
-        "train_rollout_success_curve": curve,
+        "train_rollout_success_curve": curve(module.history),
     }
     print(json.dumps(result), flush=True)
     return result

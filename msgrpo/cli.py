@@ -77,6 +77,7 @@ class MSGRPOCLI(LightningCLI):
 
     def after_fit(self) -> None:
         module: MSGRPOModule = self.model
+        log_dir = self._log_dir()  # a collective under DDP/FSDP: every rank asks
         if self.trainer.global_rank != 0 or not module.history:
             return
         first, last = module.history[0], module.history[-1]
@@ -92,7 +93,7 @@ class MSGRPOCLI(LightningCLI):
             f"{fmt(first, 'rollout/return_mean')} -> {fmt(last, 'rollout/return_mean')}, invalid actions "
             f"{fmt(first, 'rollout/invalid_action_rate')} -> {fmt(last, 'rollout/invalid_action_rate')}."
             + (f" Checkpoint: {best}" if best else "")
-            + f" Metrics: {self._log_dir()}",
+            + f" Metrics: {log_dir}",
             flush=True,
         )
         if module.eval_results:
@@ -100,10 +101,11 @@ class MSGRPOCLI(LightningCLI):
 
     def _after_eval(self) -> None:
         module: MSGRPOModule = self.model
+        log_dir = self._log_dir()  # a collective under DDP/FSDP: every rank asks
         if self.trainer.global_rank != 0 or not module.eval_results:
             return
         sub = self.config.get("subcommand")
-        target = self.config[sub].get("results_json") or str(self._log_dir() / "eval.json")
+        target = self.config[sub].get("results_json") or str(log_dir / "eval.json")
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_text(json.dumps({"scenarios": module.eval_results}, indent=2, sort_keys=True))
         print("\n" + format_table(module.eval_results) + f"\nResults written to {target}", flush=True)

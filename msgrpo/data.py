@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from msgrpo.batching import minibatches, step_samples
 from msgrpo.components.credit import CreditAssigner, EpisodeReturn, episode_returns
@@ -16,11 +19,44 @@ from msgrpo.errors import ConfigError
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 from msgrpo.game import TextGame
 from msgrpo.rollout import RolloutTiming, play
-from msgrpo.types import Episode, MiniBatch
+from msgrpo.types import Episode, MicroBatch, MiniBatch
+
+# _Items defines __len__ on purpose (Lightning needs the batch count) and is never split across workers
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 
 
 def _identity(x):
     return x
+
+
+class _Items(IterableDataset):
+    """Every item of a list, in order, on every rank.
+
+    An iterable dataset, so that Lightning never splits it with a ``DistributedSampler``: each rank
+    already holds its own mini-batches (training) or must see every scenario (evaluation splits the
+    seeds of a scenario itself).
+    """
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = list(items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _blank(micro: MicroBatch) -> MicroBatch:
+    """A copy of ``micro`` that contributes nothing: no completion token counts, zero advantages."""
+    return MicroBatch(
+        micro.input_ids,
+        micro.attention_mask,
+        torch.zeros_like(micro.completion_mask),
+        micro.old_logprobs,
+        torch.zeros_like(micro.advantages),
+        micro.ref_logprobs,
+    )
 
 
 def rollout_stats(episodes: list[Episode], timing: RolloutTiming) -> dict[str, torch.Tensor]:
@@ -45,7 +81,12 @@ class RolloutDataModule(L.LightningDataModule):
     Each epoch: play ``num_groups x group_size`` episodes per rank (a group shares its reset seed), assign
     credit, sample episodes, turn their steps into single-turn samples, and yield
     ``num_minibatches x update_epochs`` mini-batches (one optimizer step each). Every rank yields the
-    same number of batches.
+    same number of batches, and with several processes every mini-batch has as many micro-batches on
+    every rank (padded with blank ones), so every rank runs the same forward and backward passes.
+
+    Everything random derives from ``(seed, iteration, rank)``: environment seeds, sampling, shuffling,
+    and torch's global RNG (reseeded at each iteration, e.g. for LoRA dropout), so a run resumed from a
+    checkpoint replays exactly the iterations it would have played.
 
     Args:
         game: The text game to train on.
@@ -136,19 +177,28 @@ class RolloutDataModule(L.LightningDataModule):
     def make_iteration(self, module, iteration: int) -> list[MiniBatch]:
         """Roll out, assign credit, sample episodes and batch them: one MS-GRPO iteration's data."""
         policy = module.policy
-        rank, _ = self._rank_world()
+        rank, world = self._rank_world()
         gen_device, gen_cpu = self._generators(iteration, rank, policy.device)
         timing = RolloutTiming()
-        episodes = play(
-            policy,
-            self.game,
-            self.group_seeds(iteration, rank),
-            self.group_size,
-            generator=gen_device,
-            on_env_error=self.on_env_error,  # type: ignore[arg-type]
-            fixed_steps=getattr(module, "fixed_generation_steps", False),
-            timing=timing,
-        )
+        fixed_steps = getattr(module, "fixed_generation_steps", False)
+
+        def roll_out() -> list[Episode]:
+            episodes = play(
+                policy,
+                self.game,
+                self.group_seeds(iteration, rank),
+                self.group_size,
+                generator=gen_device,
+                on_env_error=self.on_env_error,  # type: ignore[arg-type]
+                fixed_steps=fixed_steps,
+                timing=timing,
+            )
+            if hasattr(module, "pad_generate_calls"):
+                module.pad_generate_calls(timing.generate_calls)
+            return episodes
+
+        run = getattr(module, "run_sharded", None) or (lambda fn: fn())
+        episodes = run(roll_out)
         self.last_episodes = episodes
         rewards = [e.rewards for e in episodes]
         group_ids = torch.tensor([e.group_id for e in episodes])
@@ -163,24 +213,57 @@ class RolloutDataModule(L.LightningDataModule):
         batches: list[MiniBatch] = []
         for _ in range(self.update_epochs):
             batches.extend(minibatches(samples, self.num_minibatches, self.token_budget, pad, gen_cpu))
+        if world > 1:
+            self._equalize_micro_batches(module, batches)
         if module.loss.kl_coef > 0:
             start = time.perf_counter()
-            for mini in batches:
-                for micro in mini.micro_batches:
-                    micro.ref_logprobs = policy.reference_logprobs(_to(micro, policy.device)).cpu()
+
+            def score() -> None:
+                for mini in batches:
+                    for micro in mini.micro_batches:
+                        micro.ref_logprobs = policy.reference_logprobs(_to(micro, policy.device)).cpu()
+
+            run(score)
             timing.total_s += time.perf_counter() - start
         batches[0].rollout_stats = rollout_stats(episodes, timing)
         return batches
+
+    def _equalize_micro_batches(self, module, batches: list[MiniBatch]) -> None:
+        """Pad every mini-batch with blank micro-batches to the largest count over the ranks (DDP
+        all-reduces at every backward pass, FSDP gathers parameters at every forward pass)."""
+        counts = torch.tensor([len(b.micro_batches) for b in batches], device=module.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="max").cpu().tolist()
+        for mini, target in zip(batches, counts):
+            while len(mini.micro_batches) < target:
+                mini.micro_batches.append(_blank(mini.micro_batches[-1]))
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing random is carried between iterations (see the class docstring): only the settings
+        that decide the seeds, to warn when a run resumes with different ones."""
+        return {"seed": self.seed, "num_groups": self.num_groups, "group_size": self.group_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key, value in state_dict.items():
+            if getattr(self, key, value) != value:
+                warnings.warn(
+                    f"resuming with data.{key}={getattr(self, key)} but the checkpoint was trained with "
+                    f"{value}: the remaining iterations differ from the uninterrupted run",
+                    stacklevel=2,
+                )
 
     # ----- Lightning hooks -----------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         module = trainer.lightning_module
-        batches = self.make_iteration(module, trainer.current_epoch)
-        return DataLoader(batches, batch_size=None, collate_fn=_identity, shuffle=False)
+        iteration = trainer.current_epoch
+        rank, _ = self._rank_world()
+        torch.manual_seed(int(np.random.default_rng([self.seed, iteration, rank, 2]).integers(2**62)))
+        batches = self.make_iteration(module, iteration)
+        return DataLoader(_Items(batches), batch_size=None, collate_fn=_identity)
 
     def _panel_loader(self) -> DataLoader:
-        return DataLoader(self.panel, batch_size=None, collate_fn=_identity, shuffle=False)
+        return DataLoader(_Items(self.panel), batch_size=None, collate_fn=_identity)
 
     def val_dataloader(self) -> DataLoader:
         return self._panel_loader()

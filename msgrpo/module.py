@@ -6,6 +6,9 @@ import resource
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -17,14 +20,59 @@ from msgrpo.errors import ConfigError
 from msgrpo.evaluation import Scenario, summarize
 from msgrpo.loss import MSGRPOLoss
 from msgrpo.policy import LanguagePolicy
-from msgrpo.rollout import play
-from msgrpo.types import MiniBatch
+from msgrpo.rollout import RolloutTiming, play
+from msgrpo.types import Episode, MiniBatch
 
 ROLLOUT_METRICS = ("return_mean", "success_rate", "invalid_action_rate", "episode_len", "error_rate")
+CHECKPOINT_KEY = "msgrpo"
+"""Key of the framework's own entries in a Lightning checkpoint."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class EpisodeRecord:
+    """What :func:`~msgrpo.evaluation.summarize` needs of an episode: small enough to gather across ranks.
+
+    Attributes:
+        total_reward: The episode return.
+        success: Whether the game counted it a success.
+        length: Steps taken.
+        invalid_steps: Steps whose completion named no valid action.
+        error: ``"error"`` when the environment raised, else None.
+    """
+
+    total_reward: float
+    success: bool
+    length: int
+    invalid_steps: int
+    error: str | None = None
+
+    @classmethod
+    def of(cls, episode: Episode) -> EpisodeRecord:
+        return cls(
+            episode.total_reward,
+            bool(episode.success),
+            episode.length,
+            episode.invalid_steps,
+            None if episode.error is None else "error",
+        )
 
 
 def _default_optimizer(params):
     return torch.optim.AdamW(params, lr=1e-4)
+
+
+def _grads_finite(module: nn.Module) -> bool:
+    """Whether every local gradient (this rank's shard under FSDP) is finite."""
+    for p in module.parameters():
+        g = p.grad
+        if g is None:
+            continue
+        g = g.to_local() if hasattr(g, "to_local") else g
+        if not torch.isfinite(g).all():
+            return False
+    return True
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -79,6 +127,136 @@ class MSGRPOModule(L.LightningModule):
         self._update_s = 0.0
         self._update_tokens = 0
 
+    # ----- distribution --------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        """``(global rank, world size)``; ``(0, 1)`` outside a trainer."""
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _strategy_kind(self) -> str:
+        """``"fsdp1"`` (Lightning's ``fsdp``), ``"fsdp2"`` (``ModelParallelStrategy``) or ``"other"``."""
+        trainer = self._trainer
+        if trainer is None:
+            return "other"
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        if isinstance(trainer.strategy, FSDPStrategy):
+            return "fsdp1"
+        if isinstance(trainer.strategy, ModelParallelStrategy):
+            return "fsdp2"
+        return "other"
+
+    def setup(self, stage: str) -> None:
+        if self._strategy_kind() != "other" and self._world()[1] > 1:
+            # sharded parameters are gathered inside every forward pass: every rank must run as many
+            self.fixed_generation_steps = True
+
+    def configure_model(self) -> None:
+        """Shard the policy with FSDP2 (``fully_shard``) when the strategy provides a device mesh.
+
+        Under :class:`~lightning.pytorch.strategies.ModelParallelStrategy` every decoder layer (the model's
+        ``_no_split_modules`` classes) becomes one FSDP unit and the rest of the model the root unit.
+        Every process is a data-parallel rank (it plays its own episodes), so the model is sharded over
+        the whole world; tensor parallelism is not used.
+        """
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "_fully_sharded", False):
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        if mesh.ndim != 1:
+            if mesh["tensor_parallel"].size() > 1:
+                warnings.warn(
+                    "msgrpo does not use tensor parallelism: the policy is sharded FSDP-style over all "
+                    f"{mesh.size()} processes (set ModelParallelStrategy(data_parallel_size={mesh.size()}, "
+                    "tensor_parallel_size=1) to silence this)",
+                    stacklevel=2,
+                )
+            mesh = init_device_mesh(mesh.device_type, (mesh.size(),), mesh_dim_names=("data_parallel",))
+        model = self.policy.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        layer_classes = set(getattr(base, "_no_split_modules", None) or [])
+        layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        self._fully_sharded = True
+        self.fixed_generation_steps = True
+
+    def run_sharded(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (rollouts: generation and reference scoring) where the strategy's model can run.
+
+        Under Lightning's ``fsdp`` strategy (FSDP1) forward passes outside the wrapped root's own forward
+        are not allowed, so ``fn`` runs inside it (Lightning's forward redirection); elsewhere it is
+        simply called. The precision plugin's forward context (autocast for ``*-mixed``) applies, so
+        rollouts and updates see the same numerics.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return fn()
+        strategy = trainer.strategy
+        with trainer.precision_plugin.forward_context():
+            if self._strategy_kind() == "fsdp1" and strategy.model is not self:
+                return strategy._forward_redirection(strategy.model, self, "_call", fn)
+            return fn()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+    def pad_generate_calls(self, calls: int) -> int:
+        """Run dummy generate calls until every rank has made as many as the busiest one.
+
+        Under sharded strategies (``fixed_generation_steps``) every generate call runs exactly
+        ``max_new_tokens`` forward passes, and each forward pass gathers parameters collectively, so the
+        number of calls must match across ranks too. Returns the number of dummy calls made here.
+        """
+        _, world = self._world()
+        if world == 1 or not self.fixed_generation_steps:
+            return 0
+        count = torch.tensor(calls, device=self.device)
+        target = int(self.trainer.strategy.reduce(count, reduce_op="max"))
+        dummy = [torch.tensor([self.policy.tokenizer.pad_token_id])]
+        for _ in range(target - calls):
+            self.policy.generate(dummy, greedy=True, fixed_steps=True)
+        return target - calls
+
+    def _clip_gradients(self, opt) -> None:
+        if self._strategy_kind() == "fsdp1":  # Lightning's FSDPPrecision refuses norm clipping
+            self.trainer.strategy.model.clip_grad_norm_(self.max_grad_norm)
+        else:  # plain, DDP, FSDP2 (DTensor gradients: torch computes the global norm)
+            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the framework's counters and history; under LoRA keep only the trainable (adapter)
+        weights of the policy: the frozen base is rebuilt from ``model_name_or_path`` on load."""
+        adapter_only = self.policy.uses_lora and "state_dict" in checkpoint
+        if adapter_only:
+            trainable = {f"policy.{n}" for n, p in self.policy.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {
+                k: v
+                for k, v in checkpoint["state_dict"].items()
+                if not k.startswith("policy.") or k in trainable
+            }
+        checkpoint[CHECKPOINT_KEY] = {
+            "adapter_only": adapter_only,
+            "bad_updates": self.bad_updates,
+            "skipped_updates": self.skipped_updates,
+            "history": list(self.history),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get(CHECKPOINT_KEY, {})
+        if info.get("adapter_only") and "state_dict" in checkpoint:
+            # fill the frozen base weights in from this module (built from the same base model)
+            full = {k: v for k, v in self.state_dict().items() if k.startswith("policy.")}
+            full.update(checkpoint["state_dict"])
+            checkpoint["state_dict"] = full
+        self.bad_updates = info.get("bad_updates", 0)
+        self.skipped_updates = info.get("skipped_updates", 0)
+        self.history = list(info.get("history", []))
+
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         return self.optimizer_factory(params)
@@ -114,8 +292,11 @@ class MSGRPOModule(L.LightningModule):
         self.log("perf/rollout_tokens_per_s", stats["generated_tokens"] / gen_s, on_step=False, on_epoch=True)
         self.log("perf/model_time_share", stats["forward_s"] / gen_s, on_step=False, on_epoch=True)
 
-    def log(self, name, value, *args, **kwargs) -> None:  # every value here is already reduced
+    def log(self, name, value, *args, **kwargs) -> None:
+        # Every value is one number per rank and iteration (batch_size 1). Across ranks: metric objects
+        # (rollout/*) sync their states; plain numbers are averaged (or max-reduced) at the epoch end.
         kwargs.setdefault("batch_size", 1)
+        kwargs.setdefault("sync_dist", self._world()[1] > 1)
         super().log(name, value, *args, **kwargs)
 
     def training_step(self, batch: MiniBatch, batch_idx: int) -> None:
@@ -143,7 +324,10 @@ class MSGRPOModule(L.LightningModule):
             )  # fmt: skip
             if not torch.isfinite(out.loss):
                 finite = False
-                break
+                if self._world()[1] == 1:
+                    break
+                # other ranks wait for this backward (DDP all-reduce, FSDP reduce-scatter): run it; the
+                # update is skipped on every rank below
             self.manual_backward(out.loss)
             n = int(micro.completion_mask.sum())
             tokens += n
@@ -157,10 +341,11 @@ class MSGRPOModule(L.LightningModule):
             ):
                 sums[key] += float(value) * n
             sums["entropy"] += float((entropy * micro.completion_mask).sum())
+        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite and self.max_grad_norm is not None:
-            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            self._clip_gradients(opt)
         if finite:
-            finite = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.policy.parameters())
+            finite = self.trainer.strategy.reduce_boolean_decision(_grads_finite(self.policy), all=True)
         if finite:
             opt.step()
             self.bad_updates = 0
@@ -185,7 +370,8 @@ class MSGRPOModule(L.LightningModule):
         self.log(
             "loss/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True, reduce_fx="max"
         )
-        if finite and tokens:
+        if finite:  # the same decision on every rank: every rank logs the same keys
+            tokens = max(tokens, 1)
             self.log("loss/total", sums["loss"], on_step=False, on_epoch=True)
             self.log("loss/policy", sums["policy"], on_step=False, on_epoch=True)
             for key in ("kl", "clip_frac", "approx_kl", "entropy"):
@@ -205,23 +391,59 @@ class MSGRPOModule(L.LightningModule):
 
     # ----- evaluation ----------------------------------------------------------------------------
     def evaluate(self, scenario: Scenario) -> dict[str, float]:
-        """Play a scenario's fixed seeds (one episode per seed) and summarise them."""
+        """Play a scenario's fixed seeds (one episode per seed) and summarise them.
+
+        With several processes each rank plays every ``world``-th seed, the per-episode results are
+        gathered and summarised in seed order on every rank: with greedy decoding (the default) the
+        result is that of one process (sampled evaluation draws differ with the split).
+        """
+        rank, world = self._world()
+        index = list(range(rank, len(scenario.seeds), world))
+        timing = RolloutTiming()
         episodes = play(
             self.policy,
             scenario.game,
-            scenario.seeds,
+            [scenario.seeds[i] for i in index],
             group_size=1,
             generator=torch.Generator(device=self.policy.device).manual_seed(0),
             greedy=self.eval_greedy,
             fixed_steps=self.fixed_generation_steps,
+            timing=timing,
         )
-        return summarize(episodes)
+        self.pad_generate_calls(timing.generate_calls)
+        records = [EpisodeRecord.of(e) for e in episodes]
+        if world > 1:
+            records = self._gather_records(index, records, len(scenario.seeds))
+        return summarize(records)
+
+    def _gather_records(
+        self, index: Sequence[int], records: Sequence[EpisodeRecord], total: int
+    ) -> list[EpisodeRecord]:
+        """All ranks' episode records, in seed order (float64 rows: index, return, success, length,
+        invalid steps, error; padded rows have index -1)."""
+        _, world = self._world()
+        rows = torch.full((-(-total // world), 6), -1.0, dtype=torch.float64)
+        for row, (i, r) in enumerate(zip(index, records)):
+            rows[row] = torch.tensor(
+                [i, r.total_reward, r.success, r.length, r.invalid_steps, r.error is not None],
+                dtype=torch.float64,
+            )
+        gathered = self.all_gather(rows.to(self.device)).reshape(-1, 6).cpu()  # [world * k, 6]
+        gathered = gathered[gathered[:, 0] >= 0]
+        gathered = gathered[gathered[:, 0].argsort()]
+        return [
+            EpisodeRecord(float(r[1]), bool(r[2]), int(r[3]), int(r[4]), "error" if r[5] else None)
+            for r in gathered.tolist()
+        ]
 
     def _eval_step(self, scenario: Scenario) -> None:
         result = self.evaluate(scenario)
         self.eval_results[scenario.name] = result
         for key in ("success_rate", "return_mean", "return_stderr", "invalid_action_rate", "episode_len"):
-            self.log(f"eval/{scenario.name}/{key}", result[key], on_step=False, on_epoch=True)
+            # identical on every rank (gathered): "max" keeps the value exact where a mean could round
+            self.log(
+                f"eval/{scenario.name}/{key}", result[key], on_step=False, on_epoch=True, reduce_fx="max"
+            )
 
     def validation_step(self, batch: Scenario, batch_idx: int) -> None:
         self._eval_step(batch)

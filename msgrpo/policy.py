@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from msgrpo.pretrained import SMOLLM2, smollm2_dir
 from msgrpo.types import MicroBatch
 
 TINY = "tiny"
+MIN_SHARED_PREFIX = 16
+"""Shortest common prompt prefix worth a prefill pass of its own (see :meth:`LanguagePolicy.generate`)."""
 
 
 @dataclass
@@ -98,6 +101,8 @@ class LanguagePolicy(nn.Module):
         gradient_checkpointing: Recompute activations in the backward pass (turned off while generating).
         seed: Seed of the tiny preset (weights and tokenizer).
         tiny: Shape of the tiny preset.
+        share_prefix: Prefill the token prefix shared by every prompt of a generate call once and
+            broadcast its KV cache (same samples up to float rounding; less prefill compute).
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class LanguagePolicy(nn.Module):
         gradient_checkpointing: bool = False,
         seed: int = 0,
         tiny: TinySettings | None = None,
+        share_prefix: bool = True,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -131,6 +137,7 @@ class LanguagePolicy(nn.Module):
         self.max_new_tokens = max_new_tokens
         self.response_prefix = response_prefix
         self.gradient_checkpointing = gradient_checkpointing
+        self.share_prefix = share_prefix
         self.uses_lora = lora is not None
         model, self.tokenizer = self._load(
             model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny
@@ -224,6 +231,25 @@ class LanguagePolicy(nn.Module):
         return ids, mask
 
     # ----- sampling ------------------------------------------------------------------------------
+    def shared_prefix_len(self, prompts: list[torch.Tensor]) -> int:
+        """Length of the token prefix that every prompt shares and :meth:`generate` prefills only once.
+
+        This is the longest common prefix of the prompts, kept at least one token short of the shortest
+        prompt (each row needs a token of its own to predict from); 0 (no sharing) for a single prompt,
+        when ``share_prefix`` is off, or when the common prefix is shorter than ``MIN_SHARED_PREFIX``.
+        """
+        if not self.share_prefix or len(prompts) < 2:
+            return 0
+        limit = min(p.numel() for p in prompts) - 1
+        if limit < MIN_SHARED_PREFIX:
+            return 0
+        first = prompts[0][:limit]
+        same = torch.ones(limit, dtype=torch.bool)
+        for p in prompts[1:]:
+            same &= p[:limit] == first
+        n = int(same.logical_not().nonzero()[0]) if not bool(same.all()) else limit
+        return n if n >= MIN_SHARED_PREFIX else 0
+
     @torch.no_grad()
     def generate(
         self,
@@ -234,30 +260,51 @@ class LanguagePolicy(nn.Module):
     ) -> Generation:
         """Sample one completion per prompt in a single batched, KV-cached decoding loop.
 
+        The prefix that all prompts share (the system message and the fixed part of the user message of
+        a game) is prefilled once and its KV cache is broadcast to every row; only the rest of each
+        prompt is prefilled per row (see :meth:`shared_prefix_len`).
+
         Args:
             prompts: ``B`` prompt-id tensors, shape ``[P_b]``.
             generator: RNG for sampling (on the model's device); the global RNG when None.
             greedy: Take the argmax instead of sampling (evaluation).
-            fixed_steps: Always run ``max_new_tokens`` forward passes, even when every sequence has
-                ended (sharded models need every rank to run the same number of passes).
+            fixed_steps: Always run exactly ``max_new_tokens`` forward passes, even when every sequence
+                has ended (sharded models need every rank to run the same number of passes); this also
+                turns off prefix sharing, whose extra pass depends on the prompts.
 
         Returns:
             The completions and their log-probs under the sampling distribution.
         """
-        import time
-
         device = self.device
         was_training = self.model.training
         self.model.eval()
-        input_ids, attention_mask = (t.to(device) for t in self._left_pad(prompts))
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        batch = input_ids.shape[0]
+        batch = len(prompts)
+        shared = 0 if fixed_steps else self.shared_prefix_len(prompts)
+        cache = DynamicCache()
+        forward_s = 0.0
+        if shared:
+            prefix = prompts[0][None, :shared].to(device)  # [1, S]
+            start = time.perf_counter()
+            self.model(
+                input_ids=prefix,
+                attention_mask=torch.ones_like(prefix),
+                position_ids=torch.arange(shared, device=device)[None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache.reorder_cache(torch.zeros(batch, dtype=torch.long, device=device))  # [1, ...] -> [B, ...]
+            forward_s += time.perf_counter() - start
+        input_ids, suffix_mask = (t.to(device) for t in self._left_pad([p[shared:] for p in prompts]))
+        # [B, S + L]: the shared prefix, then each row's left-padded rest of the prompt
+        attention_mask = torch.cat(
+            [torch.ones((batch, shared), dtype=suffix_mask.dtype, device=device), suffix_mask], dim=1
+        )
+        step_pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [B, L]
+        step_ids = input_ids
         eos = torch.tensor(self.eos_ids, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, logps = [], []
-        cache = DynamicCache()
-        forward_s = 0.0
-        step_ids, step_pos = input_ids, position_ids
         for _ in range(self.max_new_tokens):
             start = time.perf_counter()
             out = self.model(

@@ -99,19 +99,34 @@ def test_malformed_yaml(tmp_path, capsys):
 
 
 def test_every_shipped_yaml_loads(capsys):
-    configs = sorted(
-        p.name for p in (resources.files("msgrpo.recipes") / "configs").iterdir() if p.name.endswith(".yaml")
-    )
-    assert "frozen_lake.yaml" in configs
-    base = {"snake": "snake.yaml"}
+    import yaml
+
+    from msgrpo.recipes import snake
+
+    root = resources.files("msgrpo.recipes") / "configs"
+    configs = sorted(p.name for p in root.iterdir() if p.name.endswith(".yaml"))
+    assert {
+        "frozen_lake.yaml",
+        "snake.yaml",
+        "smollm2.yaml",
+        "sampler_all.yaml",
+        "credit_discounted.yaml",
+    } <= set(configs)
     for name in configs:
-        recipe = frozen_lake
+        recipe = snake if name == "snake.yaml" else frozen_lake
         args = ["fit", "--print_config"]
-        if name.startswith("snake"):
-            from msgrpo.recipes import snake as recipe  # noqa: PLC0415
-        if name not in ("frozen_lake.yaml", base["snake"]):
-            args.insert(1, f"--config={resources.files('msgrpo.recipes') / 'configs' / name}")
+        overlay = None
+        if name not in ("frozen_lake.yaml", "snake.yaml"):
+            overlay = yaml.safe_load((root / name).read_text())
+            args.insert(1, f"--config={root / name}")
         with pytest.raises(SystemExit) as exit_info:
             recipe.main(args)
         assert exit_info.value.code == 0, name
-    capsys.readouterr()
+        printed = yaml.safe_load(capsys.readouterr().out)
+        for slot, value in ((overlay or {}).get("data") or {}).items():
+            if isinstance(value, dict) and "class_path" in value:
+                assert printed["data"][slot]["class_path"] == value["class_path"], name
+                # an overlay that switches class keeps no stale init_args of the previous class
+                assert set(printed["data"][slot].get("init_args") or {}) >= set(value.get("init_args") or {})
+        if name == "sampler_all.yaml":
+            assert not printed["data"]["sampler"].get("init_args"), printed["data"]["sampler"]

@@ -1,0 +1,318 @@
+"""Multi-seed reports: run a recipe over k seeds, aggregate evaluation curves, write CSV/JSON and plots.
+
+    python -m msgrpo.report --recipe frozen_lake --seeds 0 1 2 --out reports/frozen_lake -- \\
+        --trainer.max_epochs=60 --trainer.check_val_every_n_epoch=10
+
+Each seed runs sequentially in this process (on a cluster, launch one job per seed with any launcher and
+aggregate their run directories with ``--aggregate-only``). For every evaluation scenario and metric the
+report gives, per iteration, the mean, the std, the 95% confidence interval of the mean (Student t) and the
+best run; the bar chart compares the final evaluation with reference policies (random; value-iteration
+optimal for Frozen Lake; the greedy scripted policy for Snake) and states each result as a fraction of the
+best reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+# Two-sided 95% Student t critical values by degrees of freedom (1..30); 1.96 beyond.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]  # fmt: skip
+
+
+def t975(dof: int) -> float:
+    """Two-sided 95% critical value of Student's t with ``dof`` degrees of freedom."""
+    if dof < 1:
+        return float("nan")
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+def mean_ci(values: list[float]) -> dict[str, float]:
+    """Mean, sample std (n - 1) and the 95% CI half-width of the mean (0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_ci() needs at least one value")
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = t975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "ci95": half, "n": float(n)}
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, dict[int, float]]:
+    """``metric -> {iteration: value}`` from a run's Lightning ``metrics.csv`` (last value per iteration)."""
+    files = sorted(Path(run_dir).rglob("metrics.csv"))
+    if not files:
+        raise FileNotFoundError(f"no metrics.csv under {run_dir}")
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    with open(files[-1], newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = row.get("epoch")
+            if epoch in (None, ""):
+                continue
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in (None, ""):
+                    out[key][int(float(epoch))] = float(value)
+    return dict(out)
+
+
+def auc(curve: dict[int, float]) -> float:
+    """Area under a learning curve, normalised by its iteration span (trapezoid rule; mean for one point)."""
+    points = sorted(curve.items())
+    if len(points) == 1:
+        return points[0][1]
+    area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(points, points[1:]))
+    return area / (points[-1][0] - points[0][0])
+
+
+def aggregate(runs: dict[str, dict[str, dict[int, float]]], prefix: str = "eval/") -> dict:
+    """Aggregate metric curves over runs.
+
+    Args:
+        runs: ``run name -> metric -> {iteration: value}``.
+        prefix: Only metrics starting with this are aggregated.
+
+    Returns:
+        ``{"curves": {metric: [{"iteration", "mean", "std", "ci95", "n", "best"}...]},
+        "final": {metric: {"mean", "std", "ci95", "n", "values", "best_run"}}, "auc": {...}}`` where ``best``
+        is the value of the run with the highest final value of that metric.
+    """
+    metrics = sorted({m for r in runs.values() for m in r if m.startswith(prefix)})
+    curves, final, areas = {}, {}, {}
+    for metric in metrics:
+        per_run = {name: r[metric] for name, r in runs.items() if metric in r and r[metric]}
+        finals = {name: c[max(c)] for name, c in per_run.items()}
+        best = max(finals, key=lambda n: finals[n])
+        iterations = sorted({i for c in per_run.values() for i in c})
+        curves[metric] = [
+            {
+                "iteration": i,
+                **mean_ci([c[i] for c in per_run.values() if i in c]),
+                "best": per_run[best].get(i),
+            }
+            for i in iterations
+        ]
+        final[metric] = {**mean_ci(list(finals.values())), "values": finals, "best_run": best}
+        areas[metric] = mean_ci([auc(c) for c in per_run.values()])
+    return {"curves": curves, "final": final, "auc": areas}
+
+
+def reference_results(game, episodes: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Reference policies on the game's panel: ``policy -> scenario -> summary``."""
+    from msgrpo.components.games import FrozenLake, Snake
+    from msgrpo.evaluation import build_panel, summarize
+    from msgrpo.reference import FrozenLakeOptimal, RandomPolicy, SnakeGreedy, play_reference
+
+    policies = {"random": RandomPolicy()}
+    if isinstance(game, FrozenLake):
+        policies["optimal"] = FrozenLakeOptimal()
+    elif isinstance(game, Snake):
+        policies["greedy"] = SnakeGreedy()
+    panel = build_panel(game, episodes=episodes or 50)
+    return {
+        name: {s.name: summarize(play_reference(policy, s)) for s in panel}
+        for name, policy in policies.items()
+    }
+
+
+def write_report(summary: dict, out: Path, references: dict | None = None, title: str = "") -> list[Path]:
+    """Write ``report.json``, ``curves.csv``, ``final.csv`` and, when matplotlib is installed, PNG plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "curves.csv", out / "final.csv"]
+    payload = dict(summary)
+    if references:
+        payload["references"] = references
+        payload["fraction_of_best_reference"] = fraction_of_reference(summary, references)
+    written[0].write_text(json.dumps(payload, indent=2, sort_keys=True))
+    with open(written[1], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["metric", "iteration", "mean", "std", "ci95", "n", "best"])
+        for metric, rows in summary["curves"].items():
+            for r in rows:
+                w.writerow([metric, r["iteration"], r["mean"], r["std"], r["ci95"], int(r["n"]), r["best"]])
+    with open(written[2], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["metric", "mean", "std", "ci95", "n", "best_run", "auc_mean"])
+        for metric, r in summary["final"].items():
+            w.writerow(
+                [
+                    metric,
+                    r["mean"],
+                    r["std"],
+                    r["ci95"],
+                    int(r["n"]),
+                    r["best_run"],
+                    summary["auc"][metric]["mean"],
+                ]
+            )
+    written += plot_report(summary, out, references, title)
+    return written
+
+
+def fraction_of_reference(summary: dict, references: dict) -> dict[str, float]:
+    """Final mean success rate per scenario divided by the best reference policy's (None when that is 0)."""
+    out = {}
+    for metric, r in summary["final"].items():
+        if not metric.endswith("/success_rate"):
+            continue
+        scenario = metric.split("/")[1]
+        best = max(
+            (ref[scenario]["success_rate"] for ref in references.values() if scenario in ref), default=0.0
+        )
+        out[scenario] = r["mean"] / best if best > 0 else None
+    return out
+
+
+def plot_report(summary: dict, out: Path, references: dict | None, title: str) -> list[Path]:
+    """Per-scenario curves (mean with 95% CI error bars, best run dashed) and a bar chart vs references."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "msgrpo.report: matplotlib not installed (pip install 'msgrpo[plot]'): no plots", file=sys.stderr
+        )
+        return []
+    metrics = [m for m in summary["curves"] if m.endswith("/success_rate")] or list(summary["curves"])
+    files = []
+    if metrics:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            rows = summary["curves"][metric]
+            xs = [r["iteration"] for r in rows]
+            ax.errorbar(
+                xs,
+                [r["mean"] for r in rows],
+                yerr=[r["ci95"] for r in rows],
+                capsize=3,
+                label="mean ± 95% CI",
+            )
+            ax.plot(
+                xs,
+                [r["best"] for r in rows],
+                "--",
+                label=f"best run ({summary['final'][metric]['best_run']})",
+            )
+            ax.set_title(metric.split("/")[1])
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(metric.split("/")[-1])
+            ax.set_ylim(-0.05, 1.05) if metric.endswith("rate") else None
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(title)
+        fig.tight_layout()
+        files.append(out / "curves.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    if references and metrics:
+        scenarios = [m.split("/")[1] for m in metrics]
+        names = ["trained", *references]
+        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(scenarios), 3.4))
+        width = 0.8 / len(names)
+        for k, name in enumerate(names):
+            if name == "trained":
+                vals = [summary["final"][m]["mean"] for m in metrics]
+                err = [summary["final"][m]["ci95"] for m in metrics]
+            else:
+                vals = [references[name].get(s, {}).get("success_rate", 0.0) for s in scenarios]
+                err = None
+            ax.bar(
+                [i + k * width for i in range(len(scenarios))], vals, width, yerr=err, capsize=3, label=name
+            )
+        ax.set_xticks(
+            [i + width * (len(names) - 1) / 2 for i in range(len(scenarios))], scenarios, fontsize=8
+        )
+        ax.set_ylabel("final success rate")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.set_title(title)
+        fig.tight_layout()
+        files.append(out / "references.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    return files
+
+
+def run_seeds(
+    recipe: str, seeds: list[int], out: Path, extra: list[str]
+) -> tuple[dict[str, Path], object, dict]:
+    """Run ``recipe`` fit once per seed (sequentially), each into ``out/seed_<k>``, then a final validate.
+
+    Returns:
+        ``(run name -> run dir, the game of the last run, run name -> wall seconds)``.
+    """
+    module = importlib.import_module(f"msgrpo.recipes.{recipe}")
+    dirs, walls, game = {}, {}, None
+    for seed in seeds:
+        run_dir = out / f"seed_{seed}"
+        args = [
+            "fit",
+            f"--seed_everything={seed}",
+            f"--data.seed={seed}",
+            f"--trainer.default_root_dir={run_dir}",
+            f"--trainer.logger.init_args.save_dir={run_dir}",
+            "--trainer.logger.init_args.version=0",
+            "--trainer.enable_progress_bar=false",
+            *extra,
+        ]
+        print(f"msgrpo.report: {recipe} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        cli = module.main(args)
+        if cli.model.history and not _validated_last(cli):
+            cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+        walls[f"seed_{seed}"] = time.perf_counter() - start
+        dirs[f"seed_{seed}"] = run_dir
+        game = cli.datamodule.game
+    return dirs, game, walls
+
+
+def _validated_last(cli) -> bool:
+    every = cli.trainer.check_val_every_n_epoch or 0
+    return bool(every) and cli.trainer.current_epoch % every == 0 and cli.trainer.limit_val_batches != 0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1 :]
+        argv = argv[: argv.index("--")]
+    parser = argparse.ArgumentParser(prog="python -m msgrpo.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--recipe", default="frozen_lake", help="recipe module under msgrpo.recipes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="reports/run", help="report directory (runs go to <out>/seed_<k>)")
+    parser.add_argument("--aggregate-only", action="store_true", help="only aggregate existing seed_* runs")
+    parser.add_argument("--reference-episodes", type=int, default=50)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    walls: dict[str, float] = {}
+    game = None
+    if args.aggregate_only:
+        dirs = {p.name: p for p in sorted(out.glob("seed_*"))}
+        if not dirs:
+            parser.error(f"no seed_* run directories under {out}")
+    else:
+        dirs, game, walls = run_seeds(args.recipe, args.seeds, out, extra)
+    runs = {name: read_metrics(d) for name, d in dirs.items()}
+    summary = aggregate(runs)
+    summary["wall_s"] = mean_ci(list(walls.values())) if walls else None
+    summary["runs"] = {name: str(d) for name, d in dirs.items()}
+    references = reference_results(game, args.reference_episodes) if game is not None else None
+    files = write_report(summary, out, references, title=f"{args.recipe}: {len(dirs)} seeds")
+    finals = {m: round(r["mean"], 3) for m, r in summary["final"].items() if m.endswith("success_rate")}
+    print(json.dumps({"report": str(out), "files": [str(f) for f in files], "final_success_mean": finals}))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Worker for the distributed tests: run a recipe's ``fit`` and write what each rank ended with.
+
+Usage::
+
+    python tests/distributed/run_fit.py OUT_DIR [--recipe frozen_lake] [recipe CLI arguments...]
+
+Lightning's ``ddp`` launcher re-runs this script for every extra local rank, and ``torchrun`` runs it
+once per process; every rank writes ``OUT_DIR/rank<global rank>.json`` with a hash of its final
+parameters, its counts of model forward passes (generation vs training), the final metrics, the last
+evaluation, its wall time and its peak RSS. Rank 0 also writes the full parameters to
+``OUT_DIR/params.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+START = time.perf_counter()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hashlib  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+COUNTS = {"generate": 0, "train": 0}
+
+
+def _count_forwards(module, args) -> None:
+    if type(module).__name__.endswith("ForCausalLM"):
+        COUNTS["train" if torch.is_grad_enabled() else "generate"] += 1
+
+
+def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter as a plain CPU float32 tensor (sharded DTensors are gathered: collective)."""
+    out = {}
+    for name, p in model.named_parameters():
+        t = p.detach()
+        if hasattr(t, "full_tensor"):
+            t = t.full_tensor()
+        out[name] = t.cpu().float().clone()
+    return out
+
+
+def main() -> None:
+    out_dir = Path(sys.argv[1])
+    args = sys.argv[2:]
+    recipe = "frozen_lake"
+    if args[:1] == ["--recipe"]:
+        recipe, args = args[1], args[2:]
+    module = importlib.import_module(f"msgrpo.recipes.{recipe}")
+    torch.nn.modules.module.register_module_forward_pre_hook(_count_forwards)
+    import_s = time.perf_counter() - START
+    cli = module.main(["fit", *args])
+    fit_s = time.perf_counter() - START - import_s
+    trainer = cli.trainer
+    params = full_parameters(cli.model.policy.model)
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode())
+        digest.update(params[name].numpy().tobytes())
+    rank = trainer.global_rank
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        torch.save(params, out_dir / "params.pt")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {
+        "rank": rank,
+        "world_size": trainer.world_size,
+        "strategy": type(trainer.strategy).__name__,
+        "param_sha256": digest.hexdigest(),
+        "generate_forwards": COUNTS["generate"],
+        "train_forwards": COUNTS["train"],
+        "fixed_generation_steps": cli.model.fixed_generation_steps,
+        "metrics": metrics,
+        "eval": cli.model.eval_results,
+        "import_s": import_s,
+        "fit_s": fit_s,
+        "peak_rss_mb": rss,
+    }
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
