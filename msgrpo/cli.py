@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from msgrpo.callbacks import AtomicCheckpointIO, GracefulShutdown
 from msgrpo.data import RolloutDataModule
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import format_table
@@ -57,9 +58,21 @@ class MSGRPOCLI(LightningCLI):
             parser_kwargs=parser_kwargs,
             save_config_kwargs={"overwrite": True},
             parser_class=ShortErrorParser,
+            trainer_defaults={"callbacks": [GracefulShutdown()]},
             args=args,
             **kwargs,
         )
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with atomic checkpoint writes unless the config names its own plugins, and checkpoints
+        under ``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` finds them) unless a dirpath is set."""
+        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        trainer = super().instantiate_trainer(**kwargs)
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) is None:
+                callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        return trainer
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(
@@ -118,8 +131,8 @@ def run(default_config: str | None, args=None) -> MSGRPOCLI | None:
     """Run the CLI; user errors end with a one-line message and exit code 2 instead of a traceback."""
     try:
         return MSGRPOCLI(default_config=default_config, args=args)
-    except ConfigError as err:
+    except (ConfigError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         if os.environ.get("MSGRPO_TRACEBACK"):
             raise
-        sys.exit(2)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)

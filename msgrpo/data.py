@@ -100,6 +100,7 @@ class RolloutDataModule(L.LightningDataModule):
         token_budget: Max padded tokens per micro-batch (gradients are accumulated across micro-batches).
         seed: Seed of environment seeds and sampling.
         on_env_error: ``"record"`` (end that episode, record the error, go on) or ``"raise"``.
+        env_step_timeout_s: Treat an env step taking longer as an env error (None = no limit).
         eval_scenarios: Scenario names for validation/test (default: all of the game's scenarios).
         eval_episodes: Episodes per scenario.
         eval_seed: First reset seed of the evaluation panel.
@@ -117,6 +118,7 @@ class RolloutDataModule(L.LightningDataModule):
         token_budget: int = 16384,
         seed: int = 0,
         on_env_error: str = "record",
+        env_step_timeout_s: float | None = 60.0,
         eval_scenarios: list[str] | None = None,
         eval_episodes: int = 50,
         eval_seed: int = PANEL_SEED,
@@ -148,6 +150,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.token_budget = token_budget
         self.seed = seed
         self.on_env_error = on_env_error
+        self.env_step_timeout_s = env_step_timeout_s
         try:
             self.panel: list[Scenario] = build_panel(game, eval_scenarios, eval_episodes, eval_seed)
         except ValueError as err:
@@ -164,9 +167,7 @@ class RolloutDataModule(L.LightningDataModule):
         rng = np.random.default_rng([self.seed, iteration, rank])
         return [int(s) for s in rng.integers(0, PANEL_SEED, size=self.num_groups)]
 
-    def _generators(
-        self, iteration: int, rank: int, device: torch.device
-    ) -> tuple[torch.Generator, torch.Generator]:
+    def _generators(self, iteration: int, rank: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
         """(sampling RNG on the model's device, CPU RNG for episode sampling and shuffling)."""
         base = int(np.random.default_rng([self.seed, iteration, rank, 1]).integers(2**62))
         gen_device = torch.Generator(device=device).manual_seed(base)
@@ -183,19 +184,17 @@ class RolloutDataModule(L.LightningDataModule):
         fixed_steps = getattr(module, "fixed_generation_steps", False)
 
         def roll_out() -> list[Episode]:
-            episodes = play(
-                policy,
-                self.game,
-                self.group_seeds(iteration, rank),
-                self.group_size,
-                generator=gen_device,
-                on_env_error=self.on_env_error,  # type: ignore[arg-type]
-                fixed_steps=fixed_steps,
-                timing=timing,
-            )
-            if hasattr(module, "pad_generate_calls"):
-                module.pad_generate_calls(timing.generate_calls)
-            return episodes
+            with module.lockstep() as agent:  # sharded models: every rank makes the same generate calls
+                return play(
+                    agent,
+                    self.game,
+                    self.group_seeds(iteration, rank),
+                    self.group_size,
+                    generator=gen_device,
+                    on_env_error=self.on_env_error,  # type: ignore[arg-type]
+                    fixed_steps=fixed_steps,
+                    timing=timing,
+                )
 
         run = getattr(module, "run_sharded", None) or (lambda fn: fn())
         episodes = run(roll_out)

@@ -6,21 +6,24 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torchmetrics import MeanMetric
 
+from msgrpo.callbacks import checkpoint_dir
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import Scenario, summarize
 from msgrpo.loss import MSGRPOLoss
 from msgrpo.policy import LanguagePolicy
-from msgrpo.rollout import RolloutTiming, play
+from msgrpo.rollout import play
 from msgrpo.types import Episode, MiniBatch
 
 ROLLOUT_METRICS = ("return_mean", "success_rate", "invalid_action_rate", "episode_len", "error_rate")
@@ -61,6 +64,28 @@ class EpisodeRecord:
 
 def _default_optimizer(params):
     return torch.optim.AdamW(params, lr=1e-4)
+
+
+class _LockstepPolicy:
+    """A :class:`LanguagePolicy` whose generate calls are made by every rank together (see
+    :meth:`MSGRPOModule.lockstep`); everything else is the policy's own."""
+
+    def __init__(self, policy: LanguagePolicy, any_rank: Callable[[bool], bool]) -> None:
+        self._policy = policy
+        self._any_rank = any_rank
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._policy, name)
+
+    def generate(self, prompts, generator=None, greedy=False, fixed_steps=True):
+        self._any_rank(True)  # this rank is live: the others join with dummy calls
+        return self._policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=True)
+
+    def finish(self) -> None:
+        """Make dummy calls while any other rank still plays."""
+        dummy = [torch.tensor([self._policy.tokenizer.pad_token_id])]
+        while self._any_rank(False):
+            self._policy.generate(dummy, greedy=True, fixed_steps=True)
 
 
 def _grads_finite(module: nn.Module) -> bool:
@@ -189,14 +214,17 @@ class MSGRPOModule(L.LightningModule):
 
         Under Lightning's ``fsdp`` strategy (FSDP1) forward passes outside the wrapped root's own forward
         are not allowed, so ``fn`` runs inside it (Lightning's forward redirection); elsewhere it is
-        simply called. The precision plugin's forward context (autocast for ``*-mixed``) applies, so
-        rollouts and updates see the same numerics.
+        simply called.
         """
         trainer = self._trainer
         if trainer is None:
             return fn()
         strategy = trainer.strategy
-        with trainer.precision_plugin.forward_context():
+        plugin = trainer.precision_plugin
+        # autocast (``*-mixed``) is left out: rollouts run at the weights' precision (the policy's KV
+        # cache is allocated in the weights' dtype); ``*-true`` sets the default dtype to the weights'
+        context = nullcontext() if isinstance(plugin, MixedPrecision) else plugin.forward_context()
+        with context:
             if self._strategy_kind() == "fsdp1" and strategy.model is not self:
                 return strategy._forward_redirection(strategy.model, self, "_call", fn)
             return fn()
@@ -204,22 +232,29 @@ class MSGRPOModule(L.LightningModule):
     def _call(self, fn: Callable[[], T]) -> T:
         return fn()
 
-    def pad_generate_calls(self, calls: int) -> int:
-        """Run dummy generate calls until every rank has made as many as the busiest one.
+    @contextmanager
+    def lockstep(self) -> Iterator[LanguagePolicy]:
+        """The policy to play episodes with: under sharded strategies, one whose generate calls every
+        rank makes together.
 
-        Under sharded strategies (``fixed_generation_steps``) every generate call runs exactly
-        ``max_new_tokens`` forward passes, and each forward pass gathers parameters collectively, so the
-        number of calls must match across ranks too. Returns the number of dummy calls made here.
+        Sharded parameters are gathered inside every forward pass, so every rank must run the same
+        passes. Each generate call already runs exactly ``max_new_tokens`` passes
+        (``fixed_generation_steps``); in addition, before each call the ranks agree (one all-reduce)
+        whether any of them still has a live episode, and a rank whose episodes have all ended keeps
+        making dummy calls until every rank is done.
         """
         _, world = self._world()
         if world == 1 or not self.fixed_generation_steps:
-            return 0
-        count = torch.tensor(calls, device=self.device)
-        target = int(self.trainer.strategy.reduce(count, reduce_op="max"))
-        dummy = [torch.tensor([self.policy.tokenizer.pad_token_id])]
-        for _ in range(target - calls):
-            self.policy.generate(dummy, greedy=True, fixed_steps=True)
-        return target - calls
+            yield self.policy
+            return
+        agent = _LockstepPolicy(self.policy, self._any_rank)
+        yield agent  # type: ignore[misc]
+        agent.finish()
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (a collective)."""
+        value = torch.tensor(int(flag), device=self.device)
+        return bool(self.trainer.strategy.reduce(value, reduce_op="max"))
 
     def _clip_gradients(self, opt) -> None:
         if self._strategy_kind() == "fsdp1":  # Lightning's FSDPPrecision refuses norm clipping
@@ -235,9 +270,7 @@ class MSGRPOModule(L.LightningModule):
         if adapter_only:
             trainable = {f"policy.{n}" for n, p in self.policy.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {
-                k: v
-                for k, v in checkpoint["state_dict"].items()
-                if not k.startswith("policy.") or k in trainable
+                k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("policy.") or k in trainable
             }
         checkpoint[CHECKPOINT_KEY] = {
             "adapter_only": adapter_only,
@@ -359,17 +392,16 @@ class MSGRPOModule(L.LightningModule):
                 stacklevel=2,
             )
             if self.bad_updates >= self.max_bad_updates:
-                self.trainer.should_stop = True
+                path = checkpoint_dir(self.trainer) / "nonfinite-stop.ckpt"
+                self.trainer.save_checkpoint(path)
                 raise FloatingPointError(
                     f"{self.bad_updates} consecutive non-finite updates "
-                    f"(max_bad_updates={self.max_bad_updates}): "
-                    "lower the learning rate or check the model dtype"
+                    f"(max_bad_updates={self.max_bad_updates}); weights as of the last good update saved to "
+                    f"{path}. Lower the learning rate or check the model dtype"
                 )
         self._update_s += time.perf_counter() - start
         self._update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
-        self.log(
-            "loss/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True, reduce_fx="max"
-        )
+        self.log("loss/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True, reduce_fx="max")
         if finite:  # the same decision on every rank: every rank logs the same keys
             tokens = max(tokens, 1)
             self.log("loss/total", sums["loss"], on_step=False, on_epoch=True)
@@ -380,12 +412,8 @@ class MSGRPOModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("perf/update_s", self._update_s, on_step=False, on_epoch=True)
-        self.log(
-            "perf/tokens_per_s", self._update_tokens / max(self._update_s, 1e-9), on_step=False, on_epoch=True
-        )
-        self.log(
-            "perf/peak_memory_mb", peak_memory_mb(self.device), on_step=False, on_epoch=True, reduce_fx="max"
-        )
+        self.log("perf/tokens_per_s", self._update_tokens / max(self._update_s, 1e-9), on_step=False, on_epoch=True)
+        self.log("perf/peak_memory_mb", peak_memory_mb(self.device), on_step=False, on_epoch=True, reduce_fx="max")
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         self.history.append({"iteration": float(self.current_epoch), **metrics})
 
@@ -399,18 +427,16 @@ class MSGRPOModule(L.LightningModule):
         """
         rank, world = self._world()
         index = list(range(rank, len(scenario.seeds), world))
-        timing = RolloutTiming()
-        episodes = play(
-            self.policy,
-            scenario.game,
-            [scenario.seeds[i] for i in index],
-            group_size=1,
-            generator=torch.Generator(device=self.policy.device).manual_seed(0),
-            greedy=self.eval_greedy,
-            fixed_steps=self.fixed_generation_steps,
-            timing=timing,
-        )
-        self.pad_generate_calls(timing.generate_calls)
+        with self.lockstep() as agent:
+            episodes = play(
+                agent,
+                scenario.game,
+                [scenario.seeds[i] for i in index],
+                group_size=1,
+                generator=torch.Generator(device=self.policy.device).manual_seed(0),
+                greedy=self.eval_greedy,
+                fixed_steps=self.fixed_generation_steps,
+            )
         records = [EpisodeRecord.of(e) for e in episodes]
         if world > 1:
             records = self._gather_records(index, records, len(scenario.seeds))
@@ -441,9 +467,7 @@ class MSGRPOModule(L.LightningModule):
         self.eval_results[scenario.name] = result
         for key in ("success_rate", "return_mean", "return_stderr", "invalid_action_rate", "episode_len"):
             # identical on every rank (gathered): "max" keeps the value exact where a mean could round
-            self.log(
-                f"eval/{scenario.name}/{key}", result[key], on_step=False, on_epoch=True, reduce_fx="max"
-            )
+            self.log(f"eval/{scenario.name}/{key}", result[key], on_step=False, on_epoch=True, reduce_fx="max")
 
     def validation_step(self, batch: Scenario, batch_idx: int) -> None:
         self._eval_step(batch)

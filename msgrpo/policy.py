@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache, StaticCache
 
 from msgrpo.errors import ConfigError
 from msgrpo.models import CHATML_TEMPLATE, TinySettings, build_tiny
@@ -82,6 +82,17 @@ def _truncate(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return scores
 
 
+def _sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from ``softmax(logp)`` by inverse-CDF sampling. ``[B, V] -> [B]``.
+
+    Exact like ``torch.multinomial`` (tokens of probability 0 are never drawn) and an order of
+    magnitude cheaper on CPU.
+    """
+    cdf = logp.exp().cumsum(-1)  # [B, V]
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)  # [B]
+
+
 class LanguagePolicy(nn.Module):
     """A causal LM acting as a policy over text.
 
@@ -101,8 +112,9 @@ class LanguagePolicy(nn.Module):
         gradient_checkpointing: Recompute activations in the backward pass (turned off while generating).
         seed: Seed of the tiny preset (weights and tokenizer).
         tiny: Shape of the tiny preset.
-        share_prefix: Prefill the token prefix shared by every prompt of a generate call once and
-            broadcast its KV cache (same samples up to float rounding; less prefill compute).
+        share_prefill: In a generate call, prefill the token prefix common to all prompts once and each
+            distinct prompt once, broadcasting their KV caches (same distribution up to float rounding,
+            much less prefill compute when prompts share a system message or a state).
     """
 
     def __init__(
@@ -119,7 +131,7 @@ class LanguagePolicy(nn.Module):
         gradient_checkpointing: bool = False,
         seed: int = 0,
         tiny: TinySettings | None = None,
-        share_prefix: bool = True,
+        share_prefill: bool = True,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -137,11 +149,9 @@ class LanguagePolicy(nn.Module):
         self.max_new_tokens = max_new_tokens
         self.response_prefix = response_prefix
         self.gradient_checkpointing = gradient_checkpointing
-        self.share_prefix = share_prefix
+        self.share_prefill = share_prefill
         self.uses_lora = lora is not None
-        model, self.tokenizer = self._load(
-            model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny
-        )
+        model, self.tokenizer = self._load(model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -187,9 +197,7 @@ class LanguagePolicy(nn.Module):
             raise ConfigError(f"model path {name!r} does not exist")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                name, dtype=dtype, trust_remote_code=trust_remote_code
-            )
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as err:
             where = "local directory" if _is_local(name) else "hub id"
             hint = " (HF_HUB_OFFLINE=1: only models already in the local cache can load)" if offline else ""
@@ -213,12 +221,12 @@ class LanguagePolicy(nn.Module):
             ``B`` tensors of prompt ids, shape ``[P_b]``.
         """
         texts = [
-            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
-            + self.response_prefix
+            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + self.response_prefix
             for m in messages
         ]
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [torch.tensor(i, dtype=torch.long) for i in ids]
+        unique = list(dict.fromkeys(texts))  # games repeat states: tokenise each distinct prompt once
+        ids = dict(zip(unique, self.tokenizer(unique, add_special_tokens=False)["input_ids"]))
+        return [torch.tensor(ids[t], dtype=torch.long) for t in texts]
 
     def _left_pad(self, prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``B`` prompts -> ``input_ids [B, P]``, ``attention_mask [B, P]`` (left padded)."""
@@ -231,14 +239,22 @@ class LanguagePolicy(nn.Module):
         return ids, mask
 
     # ----- sampling ------------------------------------------------------------------------------
+    def _new_cache(self, max_len: int) -> Cache:
+        """A KV cache preallocated for ``max_len`` positions (a growing cache copies itself at every
+        decoding step); a growing one for models without static-cache support."""
+        try:
+            return StaticCache(config=self.model.config, max_cache_len=max_len)
+        except Exception:  # noqa: BLE001 - unusual configs: fall back to the always-supported cache
+            return DynamicCache()
+
     def shared_prefix_len(self, prompts: list[torch.Tensor]) -> int:
         """Length of the token prefix that every prompt shares and :meth:`generate` prefills only once.
 
         This is the longest common prefix of the prompts, kept at least one token short of the shortest
         prompt (each row needs a token of its own to predict from); 0 (no sharing) for a single prompt,
-        when ``share_prefix`` is off, or when the common prefix is shorter than ``MIN_SHARED_PREFIX``.
+        when ``share_prefill`` is off, or when the common prefix is shorter than ``MIN_SHARED_PREFIX``.
         """
-        if not self.share_prefix or len(prompts) < 2:
+        if not self.share_prefill or len(prompts) < 2:
             return 0
         limit = min(p.numel() for p in prompts) - 1
         if limit < MIN_SHARED_PREFIX:
@@ -260,9 +276,10 @@ class LanguagePolicy(nn.Module):
     ) -> Generation:
         """Sample one completion per prompt in a single batched, KV-cached decoding loop.
 
-        The prefix that all prompts share (the system message and the fixed part of the user message of
-        a game) is prefilled once and its KV cache is broadcast to every row; only the rest of each
-        prompt is prefilled per row (see :meth:`shared_prefix_len`).
+        Prefill work is shared: the token prefix common to all prompts (the system message and the fixed
+        part of a game's user message, see :meth:`shared_prefix_len`) is prefilled once and its KV cache
+        broadcast to every row, and identical prompts (episodes of a group in the same state) are
+        prefilled once. Every row then samples its own completion.
 
         Args:
             prompts: ``B`` prompt-id tensors, shape ``[P_b]``.
@@ -280,59 +297,66 @@ class LanguagePolicy(nn.Module):
         self.model.eval()
         batch = len(prompts)
         shared = 0 if fixed_steps else self.shared_prefix_len(prompts)
-        cache = DynamicCache()
+        # the rest of each prompt, left padded
+        rest_ids, rest_mask = self._left_pad([p[shared:] for p in prompts])  # [B, L]
+        width = rest_ids.shape[1]
+        cache = self._new_cache(shared + width + self.max_new_tokens)
         forward_s = 0.0
-        if shared:
-            prefix = prompts[0][None, :shared].to(device)  # [1, S]
+
+        def forward(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            nonlocal forward_s
             start = time.perf_counter()
-            self.model(
-                input_ids=prefix,
-                attention_mask=torch.ones_like(prefix),
-                position_ids=torch.arange(shared, device=device)[None],
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
-            cache.reorder_cache(torch.zeros(batch, dtype=torch.long, device=device))  # [1, ...] -> [B, ...]
             forward_s += time.perf_counter() - start
-        input_ids, suffix_mask = (t.to(device) for t in self._left_pad([p[shared:] for p in prompts]))
-        # [B, S + L]: the shared prefix, then each row's left-padded rest of the prompt
-        attention_mask = torch.cat(
-            [torch.ones((batch, shared), dtype=suffix_mask.dtype, device=device), suffix_mask], dim=1
-        )
-        step_pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [B, L]
-        step_ids = input_ids
+            return out.logits[:, -1]  # [rows, V]
+
+        if shared:  # the common prefix: one row, then broadcast
+            prefix = prompts[0][None, :shared].to(device)  # [1, S]
+            forward(prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None])
+        dedup = False
+        if self.share_prefill and batch > 1:  # identical prompts: prefill U <= B distinct rows
+            rows, inverse = torch.unique(torch.cat([rest_ids, rest_mask], 1), dim=0, return_inverse=True)
+            dedup = rows.shape[0] < batch
+            if dedup:
+                rest_ids, rest_mask, inverse = rows[:, :width], rows[:, width:], inverse.to(device)  # [U, L]
+        rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
+        if shared:
+            cache.reorder_cache(torch.zeros(rest_ids.shape[0], dtype=torch.long, device=device))
+        # [rows, S + L]: the shared prefix, then each row's left-padded rest of the prompt
+        attention_mask = torch.cat([rest_mask.new_ones((rest_ids.shape[0], shared)), rest_mask], dim=1)
+        step_pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [rows, L]
+        logits = forward(rest_ids, attention_mask, step_pos)
+        if dedup:  # unique rows -> every prompt's row
+            cache.reorder_cache(inverse)
+            logits, attention_mask, step_pos = logits[inverse], attention_mask[inverse], step_pos[inverse]
         eos = torch.tensor(self.eos_ids, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, logps = [], []
-        for _ in range(self.max_new_tokens):
-            start = time.perf_counter()
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=attention_mask,
-                position_ids=step_pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            forward_s += time.perf_counter() - start
-            scores = out.logits[:, -1].float() / self.temperature  # [B, V]
+        for t in range(self.max_new_tokens):
+            scores = logits.float() / self.temperature  # [B, V]
             scores = _truncate(scores, self.top_k, self.top_p)
             logp = scores.log_softmax(-1)  # [B, V]
             if greedy:
                 nxt = logp.argmax(-1)
             else:
-                nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # [B]
+                nxt = _sample(logp, generator)  # [B]
             tok_logp = logp.gather(-1, nxt[:, None]).squeeze(-1)  # [B]
             tokens.append(torch.where(finished, torch.full_like(nxt, -1), nxt))  # -1: after the end
             logps.append(tok_logp)
             finished = finished | torch.isin(nxt, eos)
-            nxt = torch.where(finished, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
-            if finished.all() and not fixed_steps:
+            if t == self.max_new_tokens - 1 or (finished.all() and not fixed_steps):
                 break
-            step_ids = nxt[:, None]
+            nxt = torch.where(finished, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
             step_pos = step_pos[:, -1:] + 1
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            logits = forward(nxt[:, None], attention_mask, step_pos)
         self.model.train(was_training)
         token_mat = torch.stack(tokens, 1).cpu()  # [B, C_max]
         logp_mat = torch.stack(logps, 1).float().cpu()  # [B, C_max]
@@ -397,9 +421,7 @@ class LanguagePolicy(nn.Module):
             with self.model.disable_adapter():
                 return self._score(self.model, batch, with_entropy=False)[0]
         if self.reference is None:
-            raise RuntimeError(
-                "reference policy not enabled: call enable_reference() (done when kl_coef > 0)"
-            )
+            raise RuntimeError("reference policy not enabled: call enable_reference() (done when kl_coef > 0)")
         if next(self.reference.parameters()).device != self.device:
             self.reference.to(self.device)
         return self._score(self.reference, batch, with_entropy=False)[0]

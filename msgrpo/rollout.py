@@ -5,8 +5,11 @@ Pure (no Lightning): give it a policy, a game and seeds; get episodes back.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +37,36 @@ class RolloutTiming:
     generate_calls: int = 0
 
 
+class EnvTimeout(TimeoutError):
+    """An environment step took longer than the configured limit."""
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`EnvTimeout` in the block after ``seconds`` (main thread on Unix; else no limit)."""
+    usable = seconds is not None and hasattr(signal, "setitimer")
+    usable = usable and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise EnvTimeout(f"environment step exceeded {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _guarded(fn: Callable, seconds: float | None):
+    with time_limit(seconds):
+        return fn()
+
+
 def play(
     policy: LanguagePolicy,
     game: TextGame,
@@ -44,6 +77,7 @@ def play(
     on_env_error: Literal["record", "raise"] = "record",
     fixed_steps: bool = False,
     timing: RolloutTiming | None = None,
+    env_step_timeout_s: float | None = None,
 ) -> list[Episode]:
     """Play ``len(group_seeds) x group_size`` episodes in lockstep.
 
@@ -62,6 +96,8 @@ def play(
             others go on; ``"raise"``: re-raise.
         fixed_steps: Passed to :meth:`LanguagePolicy.generate` (sharded models).
         timing: Filled with where the time went, when given.
+        env_step_timeout_s: An env step (or reset) taking longer raises :class:`EnvTimeout`, handled like
+            any env error, so one stuck env never hangs the run (Unix main thread only).
 
     Returns:
         Episodes ordered group by group: index ``g * group_size + i``.
@@ -71,11 +107,17 @@ def play(
     envs = []
     for g, seed in enumerate(group_seeds):
         for _ in range(group_size):
+            episode = Episode(group_id=g, seed=int(seed))
             env = game.make_env()
-            game.reset(env, seed)
+            try:
+                _guarded(lambda: game.reset(env, seed), env_step_timeout_s)  # noqa: B023
+            except Exception as err:
+                if on_env_error == "raise":
+                    raise
+                episode.error = f"{type(err).__name__} at reset: {err}"
             envs.append(env)
-            episodes.append(Episode(group_id=g, seed=int(seed)))
-    live = list(range(len(episodes)))
+            episodes.append(episode)
+    live = [i for i, e in enumerate(episodes) if e.error is None]
     while live:
         observations = [game.render(envs[i]) for i in live]
         messages = [game.chat(obs) for obs in observations]
@@ -90,7 +132,7 @@ def play(
             episode = episodes[i]
             text = policy.response_prefix + gen.texts[k]
             try:
-                result = game.act(envs[i], text)
+                result = _guarded(lambda: game.act(envs[i], text), env_step_timeout_s)  # noqa: B023
             except Exception as err:  # an env fault ends this episode only
                 if on_env_error == "raise":
                     raise

@@ -7,8 +7,8 @@ Usage::
 Lightning's ``ddp`` launcher re-runs this script for every extra local rank, and ``torchrun`` runs it
 once per process; every rank writes ``OUT_DIR/rank<global rank>.json`` with a hash of its final
 parameters, its counts of model forward passes (generation vs training), the final metrics, the last
-evaluation, its wall time and its peak RSS. Rank 0 also writes the full parameters to
-``OUT_DIR/params.pt``.
+evaluation, the returns of its own last rollout, its wall time and its peak RSS. Rank 0 also writes the
+full parameters to ``OUT_DIR/params.pt``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ START = time.perf_counter()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import faulthandler  # noqa: E402
 import hashlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
@@ -51,6 +52,8 @@ def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
+    if os.environ.get("MSGRPO_WORKER_TIMEOUT"):  # a hang prints every thread's stack and fails
+        faulthandler.dump_traceback_later(float(os.environ["MSGRPO_WORKER_TIMEOUT"]), exit=True)
     out_dir = Path(sys.argv[1])
     args = sys.argv[2:]
     recipe = "frozen_lake"
@@ -83,6 +86,7 @@ def main() -> None:
         "fixed_generation_steps": cli.model.fixed_generation_steps,
         "metrics": metrics,
         "eval": cli.model.eval_results,
+        "local_returns": [e.total_reward for e in cli.datamodule.last_episodes],
         "import_s": import_s,
         "fit_s": fit_s,
         "peak_rss_mb": rss,

@@ -1,0 +1,15 @@
+"""Fixtures for the distributed tests (helpers in ``dist_helpers.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dist_helpers import run_worker
+
+
+@pytest.fixture(scope="package")
+def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A 2-process ``ddp`` fit on the CPU (gloo), shared by the tests that compare against it."""
+    root = tmp_path_factory.mktemp("ddp")
+    return root, run_worker(root, "--trainer.strategy=ddp", "--trainer.devices=2")

@@ -1,0 +1,77 @@
+"""Helpers for distributed tests: each run is a separate process tree (``ddp`` re-runs its script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+WORKER = Path(__file__).with_name("run_fit.py")
+TIMEOUT_S = 150
+
+# tiny, fast settings: 2 iterations of 2 groups x 2 episodes, one validation at the end
+FAST = [
+    "--trainer.max_epochs=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.check_val_every_n_epoch=2",
+    "--data.num_groups=2",
+    "--data.group_size=2",
+    "--data.sampler.init_args.num_episodes=2",
+    "--data.eval_episodes=5",
+    "--data.eval_scenarios=[train]",
+    # invalid answers (the untrained tiny model) play random moves drawn from the episode's seed:
+    # episodes differ, so returns and evaluation results are not all alike
+    "--data.game.init_args.fallback=random",
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any distributed variables (so a launch never joins a stale group)."""
+    drop = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK", "GROUP_RANK")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("TORCHELASTIC", "PL_"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        MSGRPO_WORKER_TIMEOUT=str(TIMEOUT_S - 10),
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fast_args(root: Path, *extra: str) -> list[str]:
+    return [
+        *FAST,
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        *extra,
+    ]
+
+
+def read_ranks(out: Path, world: int) -> list[dict]:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def check(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, (proc.stdout or "")[-3000:] + (proc.stderr or "")[-6000:]
+
+
+def run_worker(root: Path, *args: str, world: int = 2) -> list[dict]:
+    """Run the worker under ``root`` (Lightning launches the other ranks) and return the per-rank
+    reports; the full parameters of rank 0 are in ``root / "out" / "params.pt"``."""
+    out = root / "out"
+    cmd = [sys.executable, str(WORKER), str(out), *fast_args(root / "run", *args)]
+    proc = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    check(proc)
+    return read_ranks(out, world)

@@ -1,0 +1,78 @@
+"""Numeric faults skip updates without touching weights; stuck environments time out."""
+
+import time
+
+import lightning as L
+import pytest
+import torch
+
+from msgrpo.components.games import FrozenLake
+from msgrpo.components.samplers import All
+from msgrpo.data import RolloutDataModule
+from msgrpo.loss import MSGRPOLoss
+from msgrpo.module import MSGRPOModule
+from msgrpo.rollout import play
+
+
+class NaNLoss(MSGRPOLoss):
+    """Produces NaN on the updates listed in ``bad`` (call counter over micro-batches)."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad, self.calls = set(bad), 0
+
+    def forward(self, logprobs, *args, **kwargs):
+        self.calls += 1
+        if self.calls in self.bad:
+            logprobs = logprobs * float("nan")
+        return super().forward(logprobs, *args, **kwargs)
+
+
+def _fit(policy, loss, tmp_path, epochs, max_bad=10):
+    module = MSGRPOModule(policy, loss, max_bad_updates=max_bad)
+    data = RolloutDataModule(FrozenLake(), sampler=All(), num_groups=1, group_size=2)
+    trainer = L.Trainer(
+        max_epochs=epochs, reload_dataloaders_every_n_epochs=1, limit_val_batches=0, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False,
+    )  # fmt: skip
+    return module, data, trainer
+
+
+def test_nan_update_is_skipped_and_weights_untouched(tiny_policy_factory, tmp_path):
+    policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
+    before = [p.detach().clone() for p in policy.parameters()]
+    module, data, trainer = _fit(policy, NaNLoss(bad={1}), tmp_path, epochs=1)
+    with pytest.warns(UserWarning, match="non-finite loss or gradient: update skipped"):
+        trainer.fit(module, datamodule=data)
+    assert module.skipped_updates == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))  # the only update was skipped
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    # a later good update still trains
+    module2, data2, trainer2 = _fit(policy, NaNLoss(bad=set()), tmp_path, epochs=1)
+    trainer2.fit(module2, datamodule=data2)
+    assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_consecutive_bad_updates_stop_with_checkpoint(tiny_policy_factory, tmp_path):
+    policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
+    module, data, trainer = _fit(policy, NaNLoss(bad=range(1, 100)), tmp_path, epochs=10, max_bad=3)
+    with pytest.warns(UserWarning), pytest.raises(FloatingPointError, match="3 consecutive non-finite updates"):
+        trainer.fit(module, datamodule=data)
+    assert (tmp_path / "checkpoints" / "nonfinite-stop.ckpt").exists()
+    assert trainer.current_epoch == 2  # stopped on the third iteration's update
+
+
+class StuckLake(FrozenLake):
+    def act(self, env, text):
+        if env.np_random_seed == 1:
+            time.sleep(5)
+        return super().act(env, text)
+
+
+def test_stuck_env_times_out_and_others_finish(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=1)
+    start = time.perf_counter()
+    episodes = play(policy, StuckLake(), [1, 2], 1, env_step_timeout_s=0.2)
+    assert time.perf_counter() - start < 4
+    assert "EnvTimeout" in episodes[0].error and episodes[0].length == 0
+    assert episodes[1].error is None and episodes[1].length == 8

@@ -1,0 +1,105 @@
+"""Speed benchmarks run end to end on tiny settings (figures are checked for presence, never for speed),
+and the shared prefill they measure samples from the same distribution as a plain prefill."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from msgrpo.components.games import FrozenLake
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name: str, argv: list[str], capsys) -> dict:
+    result = load(name).main(["--threads", "0", *argv])  # 0: leave the test process's threads alone
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == result  # the JSON figures are the last line
+    return result
+
+
+def assert_finite(result: dict, keys: list[str]) -> None:
+    for key in keys:
+        assert key in result, key
+        assert isinstance(result[key], (int, float)) and math.isfinite(result[key]), (key, result[key])
+
+
+def test_rollout_benchmark(capsys):
+    argv = ["--groups", "2", "--group-size", "2", "--max-steps", "2", "--max-new-tokens", "2", "--repeats", "1"]
+    result = run("rollout", argv, capsys)
+    assert_finite(
+        result,
+        [
+            "speedup_vs_sequential",
+            "model_time_share",
+            "episodes",
+            "steps",
+            "engine_wall_s",
+            "sequential_wall_s",
+            "prefix_sharing_speedup",
+            "shared_prefill_speedup",
+        ],
+    )
+    assert result["episodes"] == 4 and result["sequential_episodes"] == 4
+    assert 0 < result["model_time_share"] <= 1
+
+
+def test_update_benchmark(capsys):
+    argv = ["--groups", "1", "--group-size", "2", "--max-new-tokens", "4", "--token-budget", "600", "--repeats", "1"]
+    result = run("update", argv, capsys)
+    assert_finite(result, ["ratio", "real_tokens_per_s", "bare_tokens_per_s", "real_tokens", "bare_tokens"])
+    assert result["real_micro_batches"] >= 2  # the budget splits the mini-batch
+    assert result["ratio"] > 0
+
+
+def test_scaling_benchmark(capsys):
+    argv = ["--groups", "1", "--group-sizes", "2", "3", "--max-steps", "1", "2", "--max-new-tokens", "2"]
+    result = run("scaling", [*argv, "--repeats", "1"], capsys)
+    assert_finite(result, ["slope_s_per_sample", "intercept_s", "r2", "update_slope_s_per_sample"])
+    assert [(p["group_size"], p["max_steps"]) for p in result["points"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    for p in result["points"]:  # a random model's fallback moves keep every episode to the step limit
+        assert p["step_samples"] == p["group_size"] * p["max_steps"]
+        assert_finite(p, ["rollout_s", "update_s", "iteration_s"])
+
+
+def test_linear_fit_is_exact_on_a_line():
+    fit = load("scaling").linear_fit([1.0, 2.0, 4.0], [3.0, 5.0, 9.0])
+    assert fit == pytest.approx({"slope": 2.0, "intercept": 1.0, "r2": 1.0})
+
+
+def _prompts(policy, seeds: list[int]) -> list[torch.Tensor]:
+    game = FrozenLake()
+    env = game.make_env()
+    messages = []
+    for seed in seeds:
+        game.reset(env, seed)
+        if seed % 2:  # different lengths: the rest after the shared prefix is left padded
+            game.act(env, "<action>right</action>")
+        messages.append(game.messages(env))
+    return policy.encode(messages)
+
+
+def test_shared_prefill_samples_like_a_plain_prefill(tiny_policy_factory):
+    """Prefilling the common prefix once and identical prompts once changes nothing but rounding."""
+    policy = tiny_policy_factory(max_new_tokens=5)
+    prompts = _prompts(policy, [0, 1, 0, 2, 1, 0])  # duplicates and different lengths
+    assert policy.shared_prefix_len(prompts) >= 16
+    out = {}
+    for shared in (True, False):
+        policy.share_prefill = shared
+        out[shared] = policy.generate(prompts, generator=torch.Generator().manual_seed(3))
+    for a, b, c, d in zip(out[True].completion_ids, out[False].completion_ids, out[True].logprobs, out[False].logprobs):
+        assert torch.equal(a, b)
+        assert torch.allclose(c, d, atol=1e-5)
+    # the same prompt's rows draw their own samples
+    assert len({tuple(out[True].completion_ids[i].tolist()) for i in (0, 2, 5)}) > 1

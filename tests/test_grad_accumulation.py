@@ -1,0 +1,69 @@
+"""Gradient accumulation: how a mini-batch is split into micro-batches does not change its gradient."""
+
+import pytest
+import torch
+
+from msgrpo.batching import minibatches
+from msgrpo.components.games import FrozenLake
+from msgrpo.loss import MSGRPOLoss
+from msgrpo.module import MSGRPOModule
+from msgrpo.types import MiniBatch, StepSample
+
+
+def _samples(policy, n: int = 12) -> list[StepSample]:
+    """Step samples of varied prompt and completion lengths, off-policy enough to clip."""
+    game = FrozenLake()
+    env = game.make_env()
+    messages = []
+    for seed in range(n):
+        game.reset(env, seed)
+        for _ in range(seed % 3):
+            game.act(env, "<action>right</action>")
+        messages.append(game.messages(env))
+    prompts = policy.encode(messages)
+    gen = policy.generate(prompts, generator=torch.Generator().manual_seed(0))
+    rng = torch.Generator().manual_seed(1)
+    samples = []
+    for i, (p, c, lp) in enumerate(zip(prompts, gen.completion_ids, gen.logprobs)):
+        old = lp + 0.3 * torch.randn(lp.shape, generator=rng)  # ratios away from 1: clipping is active
+        ref = lp - 0.2 * torch.rand(lp.shape, generator=rng)
+        samples.append(StepSample(p, c, old, advantage=float(i % 5) - 2.0, ref_logprobs=ref))
+    return samples
+
+
+def _gradients(module: MSGRPOModule, batch: MiniBatch) -> dict[str, torch.Tensor]:
+    """The gradient ``MSGRPOModule.training_step`` accumulates over the mini-batch's micro-batches."""
+    module.policy.zero_grad(set_to_none=True)
+    for micro in batch.micro_batches:
+        logp, _ = module.policy.completion_logprobs(micro)
+        out = module.loss(
+            logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
+            num_tokens=batch.num_tokens, num_sequences=batch.num_sequences,
+        )  # fmt: skip
+        out.loss.backward()
+    return {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [MSGRPOLoss(), MSGRPOLoss(aggregation="sequence-mean"), MSGRPOLoss(clip_eps=0.1, kl_coef=0.5)],
+    ids=["token-mean", "sequence-mean", "kl"],
+)
+def test_micro_batch_split_does_not_change_gradients(tiny_policy_factory, loss):
+    policy = tiny_policy_factory(max_new_tokens=6, temperature=0.8)
+    module = MSGRPOModule(policy, loss=loss)
+    policy.train()
+    samples = _samples(policy)
+    pad = policy.tokenizer.pad_token_id
+    longest = max(s.num_tokens for s in samples)
+    whole, split = (
+        minibatches(samples, 1, budget, pad, torch.Generator().manual_seed(0))[0]
+        for budget in (100 * longest, 3 * longest)
+    )
+    assert len(whole.micro_batches) == 1 and len(split.micro_batches) >= 3
+    assert (whole.num_tokens, whole.num_sequences) == (split.num_tokens, split.num_sequences)
+    g_whole, g_split = _gradients(module, whole), _gradients(module, split)
+    assert g_whole.keys() == g_split.keys() and len(g_whole) > 0
+    for name in g_whole:
+        assert torch.allclose(g_whole[name], g_split[name], rtol=1e-4, atol=1e-6), name
+    assert any(g.abs().sum() > 0 for g in g_whole.values())
