@@ -13,7 +13,7 @@ def build_recipe(config: str, out: str, minutes: float, max_iterations: int, see
 
     from msgrpo.cli import MSGRPOCLI, config_path
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("MSGRPO_THREADS", 0)) or os.cpu_count() or 1)
     total = int(minutes * 60)
     args = [
         f"--seed_everything={seed}",

@@ -8,7 +8,8 @@ A variant is ``name=overlay`` where the overlay is a packaged config name (``sam
 path, optionally followed by extra arguments after commas (``lr3=base.yaml,--model.optimizer.init_args.lr=3e-3``).
 Each variant runs through :func:`msgrpo.report.run_seeds` (the multi-seed report machinery) into
 ``<out>/<name>/seed_<k>``; the table gives, per scenario, the final evaluation success rate and return as
-mean ± 95% CI, the area under the evaluation success curve, and the mean wall-clock per run.
+mean ± 95% CI, the area under the evaluation success curve, the training-rollout return of the last
+iteration (mean ± 95% CI) and its area under the curve, and the mean wall-clock per run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from msgrpo.report import aggregate, mean_ci, read_metrics, run_seeds, write_report
+from msgrpo.report import aggregate, mean_ci, read_metrics, read_walls, run_seeds, write_report
 
 
 def parse_variant(spec: str) -> tuple[str, list[str]]:
@@ -39,11 +40,15 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
 def table(results: dict[str, dict]) -> str:
     """Markdown table: one row per variant and scenario."""
     lines = [
-        "| variant | scenario | final success (mean ± 95% CI) | final return (mean ± 95% CI) | AUC success | wall s/run |",
-        "|---|---|---|---|---|---|",
+        "| variant | scenario | final success (mean ± 95% CI) | final return (mean ± 95% CI) | AUC success "
+        "| training return, last iteration | AUC training return | wall s/run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, summary in results.items():
         wall = summary.get("wall_s") or {}
+        nan = {"mean": float("nan"), "ci95": float("nan")}
+        train = summary.get("rollout", {}).get("final", {}).get("rollout/return_mean", nan)
+        train_auc = summary.get("rollout", {}).get("auc", {}).get("rollout/return_mean", nan)
         for metric, final in summary["final"].items():
             if not metric.endswith("/success_rate"):
                 continue
@@ -54,6 +59,7 @@ def table(results: dict[str, dict]) -> str:
             lines.append(
                 f"| {name} | {scenario} | {final['mean']:.3f} ± {final['ci95']:.3f} | "
                 f"{ret['mean']:.3f} ± {ret['ci95']:.3f} | {summary['auc'][metric]['mean']:.3f} | "
+                f"{train['mean']:.3f} ± {train['ci95']:.3f} | {train_auc['mean']:.3f} | "
                 f"{wall.get('mean', float('nan')):.0f} |"
             )
     return "\n".join(lines)
@@ -126,9 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
         walls: dict[str, float] = {}
         if args.aggregate_only:
             dirs = {p.name: p for p in sorted(vdir.glob("seed_*"))}
+            walls = read_walls(dirs)
         else:
             dirs, _, walls = run_seeds(args.recipe, args.seeds, vdir, [*variant_args, *common])
-        summary = aggregate({n: read_metrics(d) for n, d in dirs.items()})
+        runs = {n: read_metrics(d) for n, d in dirs.items()}
+        summary = aggregate(runs)
+        summary["rollout"] = aggregate(runs, prefix="rollout/")
         summary["wall_s"] = mean_ci(list(walls.values())) if walls else None
         write_report(summary, vdir, title=f"{args.recipe} / {name}")
         results[name] = summary

@@ -80,9 +80,10 @@ class RolloutDataModule(L.LightningDataModule):
 
     Each epoch: play ``num_groups x group_size`` episodes per rank (a group shares its reset seed), assign
     credit, sample episodes, turn their steps into single-turn samples, and yield
-    ``num_minibatches x update_epochs`` mini-batches (one optimizer step each). Every rank yields the
-    same number of batches, and with several processes every mini-batch has as many micro-batches on
-    every rank (padded with blank ones), so every rank runs the same forward and backward passes.
+    ``num_minibatches x update_epochs`` mini-batches (one optimizer step each; fewer when an iteration
+    has fewer step samples than ``num_minibatches``). With several processes every rank yields the same
+    number of mini-batches, each with as many micro-batches on every rank (padded with blank ones), so
+    every rank runs the same forward and backward passes.
 
     Everything random derives from ``(seed, iteration, rank)``: environment seeds, sampling, shuffling,
     and torch's global RNG (reseeded at each iteration, e.g. for LoRA dropout), so a run resumed from a
@@ -194,6 +195,7 @@ class RolloutDataModule(L.LightningDataModule):
                     on_env_error=self.on_env_error,  # type: ignore[arg-type]
                     fixed_steps=fixed_steps,
                     timing=timing,
+                    env_step_timeout_s=self.env_step_timeout_s,
                 )
 
         run = getattr(module, "run_sharded", None) or (lambda fn: fn())
@@ -211,9 +213,11 @@ class RolloutDataModule(L.LightningDataModule):
         pad = policy.tokenizer.pad_token_id
         batches: list[MiniBatch] = []
         for _ in range(self.update_epochs):
-            batches.extend(minibatches(samples, self.num_minibatches, self.token_budget, pad, gen_cpu))
+            # fewer samples than mini-batches (short episodes): one sample per mini-batch
+            k = min(self.num_minibatches, len(samples))
+            batches.extend(minibatches(samples, k, self.token_budget, pad, gen_cpu))
         if world > 1:
-            self._equalize_micro_batches(module, batches)
+            self._equalize(module, batches)
         if module.loss.kl_coef > 0:
             start = time.perf_counter()
 
@@ -227,13 +231,18 @@ class RolloutDataModule(L.LightningDataModule):
         batches[0].rollout_stats = rollout_stats(episodes, timing)
         return batches
 
-    def _equalize_micro_batches(self, module, batches: list[MiniBatch]) -> None:
-        """Pad every mini-batch with blank micro-batches to the largest count over the ranks (DDP
-        all-reduces at every backward pass, FSDP gathers parameters at every forward pass)."""
+    def _equalize(self, module, batches: list[MiniBatch]) -> None:
+        """Give every rank as many mini-batches, and every mini-batch as many micro-batches, as the
+        largest count over the ranks, padding with blank ones (no token counts, zero advantage): DDP
+        all-reduces at every backward pass and FSDP gathers parameters at every forward pass, so every
+        rank must run the same passes."""
+        reduce = self.trainer.strategy.reduce
+        target = int(reduce(torch.tensor(len(batches), device=module.device), reduce_op="max"))
+        while len(batches) < target:  # a rank with too few samples for num_minibatches steps
+            batches.append(MiniBatch([_blank(batches[-1].micro_batches[-1])], num_tokens=1, num_sequences=1))
         counts = torch.tensor([len(b.micro_batches) for b in batches], device=module.device)
-        counts = self.trainer.strategy.reduce(counts, reduce_op="max").cpu().tolist()
-        for mini, target in zip(batches, counts):
-            while len(mini.micro_batches) < target:
+        for mini, count in zip(batches, reduce(counts, reduce_op="max").cpu().tolist()):
+            while len(mini.micro_batches) < count:
                 mini.micro_batches.append(_blank(mini.micro_batches[-1]))
 
     # ----- checkpoints ---------------------------------------------------------------------------

@@ -174,6 +174,7 @@ class MSGRPOModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self._strategy_kind() != "other" and self._world()[1] > 1:
             # sharded parameters are gathered inside every forward pass: every rank must run as many
+            # passes, so generate calls always run max_new_tokens of them (and run in lockstep)
             self.fixed_generation_steps = True
 
     def configure_model(self) -> None:
@@ -207,7 +208,7 @@ class MSGRPOModule(L.LightningModule):
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         self._fully_sharded = True
-        self.fixed_generation_steps = True
+        self.fixed_generation_steps = mesh.size() > 1
 
     def run_sharded(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (rollouts: generation and reference scoring) where the strategy's model can run.
@@ -265,8 +266,11 @@ class MSGRPOModule(L.LightningModule):
     # ----- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the framework's counters and history; under LoRA keep only the trainable (adapter)
-        weights of the policy: the frozen base is rebuilt from ``model_name_or_path`` on load."""
-        adapter_only = self.policy.uses_lora and "state_dict" in checkpoint
+        weights of the policy: the frozen base is rebuilt from ``model_name_or_path`` on load.
+
+        Sharded strategies (``ModelParallelStrategy``, ``fsdp``) load the weights themselves, strictly,
+        before any hook runs: their checkpoints keep every weight (each rank writes its own shard)."""
+        adapter_only = self.policy.uses_lora and "state_dict" in checkpoint and self._strategy_kind() == "other"
         if adapter_only:
             trainable = {f"policy.{n}" for n, p in self.policy.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {
@@ -282,6 +286,13 @@ class MSGRPOModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get(CHECKPOINT_KEY, {})
         if info.get("adapter_only") and "state_dict" in checkpoint:
+            trainable = {f"policy.{n}" for n, p in self.policy.named_parameters() if p.requires_grad}
+            missing = sorted(trainable - set(checkpoint["state_dict"]))
+            if missing:
+                raise ConfigError(
+                    f"the checkpoint's LoRA adapter lacks {len(missing)} weights of this policy (e.g. "
+                    f"{missing[0]}): load it with the LoRA settings it was trained with"
+                )
             # fill the frozen base weights in from this module (built from the same base model)
             full = {k: v for k, v in self.state_dict().items() if k.startswith("policy.")}
             full.update(checkpoint["state_dict"])

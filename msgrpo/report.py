@@ -270,9 +270,15 @@ def run_seeds(
         if cli.model.history and not _validated_last(cli):
             cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
         walls[f"seed_{seed}"] = time.perf_counter() - start
+        (run_dir / "wall_s.txt").write_text(f"{walls[f'seed_{seed}']:.3f}\n")
         dirs[f"seed_{seed}"] = run_dir
         game = cli.datamodule.game
     return dirs, game, walls
+
+
+def read_walls(dirs: dict[str, Path]) -> dict[str, float]:
+    """Wall-clock seconds of finished runs (``wall_s.txt`` written by :func:`run_seeds`)."""
+    return {n: float((Path(d) / "wall_s.txt").read_text()) for n, d in dirs.items() if (Path(d) / "wall_s.txt").exists()}
 
 
 def _validated_last(cli) -> bool:
@@ -301,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
         dirs = {p.name: p for p in sorted(out.glob("seed_*"))}
         if not dirs:
             parser.error(f"no seed_* run directories under {out}")
+        walls = read_walls(dirs)
     else:
         dirs, game, walls = run_seeds(args.recipe, args.seeds, out, extra)
     runs = {name: read_metrics(d) for name, d in dirs.items()}

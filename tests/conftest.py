@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 from msgrpo.policy import LanguagePolicy  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # two OpenMP threads stall badly on a loaded 2-core machine
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from dist_helpers import run_worker
 
 
@@ -13,3 +14,12 @@ def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     """A 2-process ``ddp`` fit on the CPU (gloo), shared by the tests that compare against it."""
     root = tmp_path_factory.mktemp("ddp")
     return root, run_worker(root, "--trainer.strategy=ddp", "--trainer.devices=2")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: two-thread OpenMP stalls badly when the other core is busy (a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

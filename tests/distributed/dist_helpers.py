@@ -27,6 +27,11 @@ FAST = [
     # invalid answers (the untrained tiny model) play random moves drawn from the episode's seed:
     # episodes differ, so returns and evaluation results are not all alike
     "--data.game.init_args.fallback=random",
+    # parameters move only through gradients (no weight decay): "changed" means "learned"
+    "--model.optimizer.init_args.weight_decay=0",
+    # the smallest tiny model (the recipe's may grow): these tests check mechanics, not learning speed
+    "--model.policy.init_args.tiny.hidden_size=64",
+    "--model.policy.init_args.tiny.intermediate_size=128",
 ]
 
 

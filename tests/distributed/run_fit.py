@@ -7,7 +7,8 @@ Usage::
 Lightning's ``ddp`` launcher re-runs this script for every extra local rank, and ``torchrun`` runs it
 once per process; every rank writes ``OUT_DIR/rank<global rank>.json`` with a hash of its final
 parameters, its counts of model forward passes (generation vs training), the final metrics, the last
-evaluation, the returns of its own last rollout, its wall time and its peak RSS. Rank 0 also writes the
+evaluation, the returns of its own last rollout, its times (``fit_s`` from the start of ``fit``, launching
+the other ranks included; ``train_s`` from ``on_fit_start``) and its peak RSS. Rank 0 also writes the
 full parameters to ``OUT_DIR/params.pt``.
 """
 
@@ -30,9 +31,11 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("MSGRPO_THREADS", "1")))
 
 COUNTS = {"generate": 0, "train": 0}
+TIMES: dict[str, float] = {}
+INITIAL: dict[str, str] = {}
 
 
 def _count_forwards(module, args) -> None:
@@ -51,6 +54,15 @@ def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def digest(params: dict[str, torch.Tensor]) -> str:
+    """sha256 over every parameter's name and values."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        h.update(params[name].numpy().tobytes())
+    return h.hexdigest()
+
+
 def main() -> None:
     if os.environ.get("MSGRPO_WORKER_TIMEOUT"):  # a hang prints every thread's stack and fails
         faulthandler.dump_traceback_later(float(os.environ["MSGRPO_WORKER_TIMEOUT"]), exit=True)
@@ -61,15 +73,23 @@ def main() -> None:
         recipe, args = args[1], args[2:]
     module = importlib.import_module(f"msgrpo.recipes.{recipe}")
     torch.nn.modules.module.register_module_forward_pre_hook(_count_forwards)
+    from msgrpo.module import MSGRPOModule
+
+    on_fit_start = MSGRPOModule.on_fit_start
+
+    def timed_fit_start(self) -> None:  # processes launched and joined, model set up: training starts
+        INITIAL["sha256"] = digest(full_parameters(self.policy.model))
+        TIMES["train_start"] = time.perf_counter()
+        on_fit_start(self)
+
+    MSGRPOModule.on_fit_start = timed_fit_start
     import_s = time.perf_counter() - START
     cli = module.main(["fit", *args])
-    fit_s = time.perf_counter() - START - import_s
+    end = time.perf_counter()
+    fit_s = end - START - import_s
+    train_s = end - TIMES["train_start"]
     trainer = cli.trainer
     params = full_parameters(cli.model.policy.model)
-    digest = hashlib.sha256()
-    for name in sorted(params):
-        digest.update(name.encode())
-        digest.update(params[name].numpy().tobytes())
     rank = trainer.global_rank
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -80,7 +100,8 @@ def main() -> None:
         "rank": rank,
         "world_size": trainer.world_size,
         "strategy": type(trainer.strategy).__name__,
-        "param_sha256": digest.hexdigest(),
+        "param_sha256": digest(params),
+        "initial_param_sha256": INITIAL["sha256"],
         "generate_forwards": COUNTS["generate"],
         "train_forwards": COUNTS["train"],
         "fixed_generation_steps": cli.model.fixed_generation_steps,
@@ -89,6 +110,7 @@ def main() -> None:
         "local_returns": [e.total_reward for e in cli.datamodule.last_episodes],
         "import_s": import_s,
         "fit_s": fit_s,
+        "train_s": train_s,
         "peak_rss_mb": rss,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=1, sort_keys=True))

@@ -45,6 +45,6 @@ def test_two_nodes_via_torchrun_end_identical(tmp_path):
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-4000:] for log in logs)
     r0, r1 = read_ranks(out, 2)
     assert r0["world_size"] == r1["world_size"] == 2
-    assert r0["param_sha256"] == r1["param_sha256"]
+    assert r0["param_sha256"] == r1["param_sha256"] != r0["initial_param_sha256"]
     assert r0["local_returns"] != r1["local_returns"]  # each node played its own groups
     assert r0["metrics"]["rollout/return_mean"] == r1["metrics"]["rollout/return_mean"]

@@ -6,24 +6,38 @@ import pytest
 import torch
 from dist_helpers import fast_args
 
-from msgrpo.policy import LanguagePolicy
+from msgrpo.module import MSGRPOModule
 from msgrpo.recipes import frozen_lake
 
-SHORT = ["--trainer.max_epochs=1", "--trainer.limit_val_batches=0"]
+SHORT = ["--trainer.limit_val_batches=0"]  # 2 iterations (the first may carry no learning signal)
 
 
 def _fit(tmp_path, *extra):
     return frozen_lake.main(["fit", *fast_args(tmp_path), *SHORT, *extra])
 
 
+@pytest.fixture
+def initial(monkeypatch) -> dict[str, torch.Tensor]:
+    """Filled with the policy's parameters as training starts (after precision conversion)."""
+    snapshot: dict[str, torch.Tensor] = {}
+    on_fit_start = MSGRPOModule.on_fit_start
+
+    def hook(self) -> None:
+        snapshot.update({n: p.detach().float().clone() for n, p in self.policy.model.named_parameters()})
+        on_fit_start(self)
+
+    monkeypatch.setattr(MSGRPOModule, "on_fit_start", hook)
+    return snapshot
+
+
 def _changed(cli, initial) -> bool:
     now = dict(cli.model.policy.model.named_parameters())
-    return any(not torch.equal(now[k].detach().float(), p.detach().float()) for k, p in initial.items())
+    assert initial and now.keys() == initial.keys()
+    return any(not torch.equal(now[k].detach().float(), p) for k, p in initial.items())
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16-mixed", torch.float32), ("bf16-true", torch.bfloat16)])
-def test_bf16_precision_fit(tmp_path, precision, dtype):
-    initial = dict(LanguagePolicy(max_new_tokens=1).model.named_parameters())
+def test_bf16_precision_fit(tmp_path, precision, dtype, initial):
     cli = _fit(tmp_path, f"--trainer.precision={precision}", "--model.max_grad_norm=0.5")
     assert next(cli.model.policy.parameters()).dtype == dtype
     metrics = cli.trainer.callback_metrics
@@ -32,7 +46,7 @@ def test_bf16_precision_fit(tmp_path, precision, dtype):
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_gradient_checkpointing_fit(tmp_path, lora):
+def test_gradient_checkpointing_fit(tmp_path, lora, initial):
     extra = ["--model.policy.init_args.gradient_checkpointing=true"]
     if lora:
         extra.append("--model.policy.init_args.lora.r=4")
@@ -44,5 +58,4 @@ def test_gradient_checkpointing_fit(tmp_path, lora):
         lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
         assert lora_b and any(p.abs().sum() > 0 for p in lora_b)
     else:
-        initial = dict(LanguagePolicy(max_new_tokens=1).model.named_parameters())
         assert _changed(cli, initial)

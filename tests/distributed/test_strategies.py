@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 from dist_helpers import fast_args, run_worker
+from transformers import AutoModelForCausalLM
 
-from msgrpo.policy import LanguagePolicy
+from msgrpo import export
 from msgrpo.recipes import frozen_lake
 
 FSDP2 = [
@@ -22,9 +23,9 @@ FSDP2 = [
 def test_ddp_ranks_end_identical_with_reduced_rollout_metrics(ddp_run):
     _, (r0, r1) = ddp_run
     assert r0["strategy"] == "DDPStrategy" and r0["world_size"] == 2
-    assert r0["param_sha256"] == r1["param_sha256"]
+    assert r0["param_sha256"] == r1["param_sha256"] != r0["initial_param_sha256"]
     # each rank played its own groups...
-    assert r0["local_returns"] != r1["local_returns"] or r0["local_returns"] == r1["local_returns"] == []
+    assert len(r0["local_returns"]) == 4 and r0["local_returns"] != r1["local_returns"]
     # ...and the logged rollout metrics are the mean over both ranks' episodes, the same on both ranks
     both = r0["local_returns"] + r1["local_returns"]
     for report in (r0, r1):
@@ -60,11 +61,28 @@ def test_fsdp2_generation_and_update_while_sharded(ddp_run, tmp_path):
     # the same data-parallel maths as DDP (same per-rank episodes): the same parameters, up to rounding
     fsdp = torch.load(tmp_path / "out" / "params.pt")
     ddp = torch.load(ddp_run[0] / "out" / "params.pt")
-    initial = dict(LanguagePolicy(max_new_tokens=1).model.named_parameters())
     assert fsdp.keys() == ddp.keys()
-    assert any(not torch.equal(fsdp[k], initial[k].detach()) for k in fsdp)
+    assert r0["param_sha256"] != r0["initial_param_sha256"]  # trained
     for name in fsdp:
         torch.testing.assert_close(fsdp[name], ddp[name], atol=1e-5, rtol=0, msg=name)
     assert r0["eval"] == ddp_run[1][0]["eval"]
-    # the sharded checkpoint (one file per rank) was written
-    assert list((tmp_path / "run").rglob("*.distcp"))
+    # the sharded checkpoint (one file per rank) exports to a Hugging Face directory with these weights
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2
+    (config,) = list((tmp_path / "run").rglob("config.yaml"))
+    out = export.main(["--ckpt_path", str(ckpt), "--config", str(config), "--out", str(tmp_path / "hf")])
+    exported = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    for name in fsdp:
+        assert torch.equal(exported[name].detach(), fsdp[name]), name
+
+
+def test_fsdp2_lora_sharded_checkpoint_resumes_exactly(tmp_path):
+    lora = [*FSDP2, "--model.policy.init_args.lora.r=4", "--trainer.limit_val_batches=0"]
+    straight = run_worker(tmp_path / "straight", *lora)
+    run_worker(tmp_path / "split", *lora, "--trainer.max_epochs=1")
+    ckpt = tmp_path / "split" / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_dir() and list(ckpt.glob("*.distcp"))  # sharded: one file per rank
+    resumed = run_worker(tmp_path / "split", *lora, f"--ckpt_path={ckpt}")
+    assert straight[0]["param_sha256"] != straight[0]["initial_param_sha256"]
+    assert {r["param_sha256"] for r in resumed} == {straight[0]["param_sha256"]}
+    assert resumed[0]["metrics"]["rollout/return_mean"] == straight[0]["metrics"]["rollout/return_mean"]

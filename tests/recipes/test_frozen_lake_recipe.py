@@ -6,6 +6,7 @@ from importlib import resources
 import pytest
 import torch
 
+from msgrpo.models import TinySettings
 from msgrpo.policy import LanguagePolicy
 from msgrpo.recipes import frozen_lake
 
@@ -29,9 +30,12 @@ def _fast(tmp_path):
 
 def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
     cli = frozen_lake.main(["fit", *_fast(tmp_path), "--trainer.check_val_every_n_epoch=2"])
-    initial = LanguagePolicy(max_new_tokens=1)
-    changed = [not torch.equal(p, q) for p, q in zip(cli.model.policy.parameters(), initial.parameters())]
-    assert any(changed)
+    settings = cli.config.fit.model.policy.init_args
+    assert settings.tiny is None  # the recipe's tiny model has the default shape
+    initial = LanguagePolicy(max_new_tokens=1, tiny=TinySettings(), seed=settings.seed)
+    pairs = list(zip(cli.model.policy.parameters(), initial.parameters(), strict=True))
+    assert all(p.shape == q.shape for p, q in pairs)  # the same initial model, rebuilt from its seed
+    assert any(not torch.equal(p, q) for p, q in pairs)
     metrics = cli.trainer.callback_metrics
     for key in ("rollout/success_rate", "rollout/return_mean", "rollout/invalid_action_rate", "loss/policy",
                 "loss/clip_frac", "loss/entropy", "perf/rollout_s", "perf/update_s", "perf/tokens_per_s",

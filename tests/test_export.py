@@ -1,0 +1,102 @@
+"""Export to a Hugging Face directory: logits round trip for full fine-tuning and LoRA (merged, adapter)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from msgrpo import export
+from msgrpo.recipes import frozen_lake
+
+FAST = [
+    "--trainer.max_epochs=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.limit_val_batches=0",
+    "--data.num_groups=2",
+    "--data.group_size=2",
+    "--data.sampler.init_args.num_episodes=2",
+    "--data.eval_episodes=2",
+    "--data.game.init_args.fallback=random",
+    # the smallest tiny model (the recipe's may grow): these tests check mechanics, not learning speed
+    "--model.policy.init_args.tiny.hidden_size=64",
+    "--model.policy.init_args.tiny.intermediate_size=128",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: two-thread OpenMP stalls badly when the other core is busy (a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(root, *extra):
+    cli = frozen_lake.main(
+        ["fit", *FAST, f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}", *extra]
+    )
+    (config,) = list(root.rglob("config.yaml"))
+    return cli, root / "checkpoints" / "last.ckpt", config
+
+
+def _inputs(policy):
+    prompts = policy.encode([[{"role": "user", "content": "Where next?"}], [{"role": "user", "content": "Go"}]])
+    ids, mask = policy._left_pad(prompts)
+    return prompts, ids, mask
+
+
+@torch.no_grad()
+def _logits(model, ids, mask):
+    return model.eval()(input_ids=ids, attention_mask=mask).logits
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_export_round_trip_logits(tmp_path, lora):
+    extra = ["--model.policy.init_args.lora.r=4"] if lora else []
+    cli, ckpt, config = _train(tmp_path / "run", *extra)
+    policy = cli.model.policy
+    if lora:  # the adapter learned something, so merging changes the weights
+        assert any(p.abs().sum() > 0 for n, p in policy.named_parameters() if "lora_B" in n)
+    prompts, ids, mask = _inputs(policy)
+    expected = _logits(policy.model, ids, mask)
+
+    out = export.main(["--ckpt_path", str(ckpt), "--config", str(config), "--out", str(tmp_path / "hf")])
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    torch.testing.assert_close(_logits(model, ids, mask), expected, atol=1e-5, rtol=1e-5)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Where next?"}], add_generation_prompt=True, tokenize=False
+    )
+    assert tokenizer(text + policy.response_prefix, add_special_tokens=False)["input_ids"] == prompts[0].tolist()
+    settings = json.loads((out / export.POLICY_FILE).read_text())
+    assert settings["response_prefix"] == "<action>" and settings["lora"] == ("merged" if lora else None)
+
+
+def test_export_lora_adapter_only(tmp_path):
+    from peft import PeftModel
+
+    cli, ckpt, config = _train(tmp_path / "run", "--model.policy.init_args.lora.r=4")
+    _, ids, mask = _inputs(cli.model.policy)
+    expected = _logits(cli.model.policy.model, ids, mask)
+    out = export.main(
+        ["--ckpt_path", str(ckpt), "--config", str(config), "--out", str(tmp_path / "hf"), "--adapter-only"]
+    )
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    base = AutoModelForCausalLM.from_pretrained(out / "base")
+    model = PeftModel.from_pretrained(base, out)
+    torch.testing.assert_close(_logits(model, ids, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_export_needs_lora_for_adapter_only(tmp_path, capsys):
+    _, ckpt, config = _train(tmp_path / "run", "--trainer.max_epochs=1")
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--ckpt_path", str(ckpt), "--config", str(config), "--out", str(tmp_path / "x"), "--adapter-only"])
+    assert exit_info.value.code == 2
+    assert "LoRA" in capsys.readouterr().err
