@@ -112,6 +112,8 @@ class TextGame(ABC):
     action_names: list[str] = []
     #: The action executed for ``fallback="noop"``, or None when the game has none.
     noop_action: int | None = None
+    #: The env settings of this game (constructor keyword arguments), used by :meth:`with_settings`.
+    settings: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -149,6 +151,19 @@ class TextGame(ABC):
     def scenarios(self) -> dict[str, TextGame]:
         """Named evaluation scenarios (fixed game settings); the default is the game itself."""
         return {"default": self}
+
+    def with_settings(self, **overrides: Any) -> TextGame:
+        """A copy of this game with some of its :attr:`settings` changed (same penalty, fallback, parser).
+
+        Games whose constructor takes ``**settings`` plus ``format_penalty``, ``fallback`` and ``parser``
+        (the built-in ones) get this for free by storing their env settings in ``self.settings``.
+        """
+        return type(self)(
+            **{**self.settings, **overrides},
+            format_penalty=self.format_penalty,
+            fallback=self.fallback,
+            parser=self.parser,
+        )
 
     # ----- generic machinery ---------------------------------------------------------------------
     def answer_format(self) -> str:

@@ -257,7 +257,7 @@ class DiscountedReturn(CreditAssigner):
         return _rows_to_episodes(normed, lengths)
 
 
-class TerminalOnly(CreditAssigner):
+class TerminalOnly(EpisodeReturn):
     """The episode advantage on the episode's last step only; every earlier step carries 0.
 
     The last step's advantage is the group-normalised return, as in :class:`EpisodeReturn`; the earlier
@@ -269,20 +269,6 @@ class TerminalOnly(CreditAssigner):
             each row carrying its episode's return), as in :class:`EpisodeReturn`.
         eps: Added to the std.
     """
-
-    def __init__(
-        self,
-        scale_by_std: bool = True,
-        stats_over: Literal["episodes", "steps"] = "episodes",
-        eps: float = EPS,
-    ) -> None:
-        super().__init__(scale_by_std, eps)
-        _check_stats_over(type(self).__name__, stats_over)
-        self.stats_over = stats_over
-
-    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
-        self._check_inputs(rewards, group_ids)
-        return _episode_level_advantages(rewards, group_ids, self.scale_by_std, self.eps, self.stats_over)
 
     def assign(self, rewards, group_ids, observations=None):
         adv = self.episode_advantages(rewards, group_ids)  # [E]

@@ -156,15 +156,6 @@ class FrozenLake(TextGame):
             f"Grid:\n{grid_to_text(grid)}"
         )
 
-    def with_settings(self, **overrides: Any) -> FrozenLake:
-        """A copy of this game with some settings changed (same penalty, fallback and parser)."""
-        return FrozenLake(
-            **{**self.settings, **overrides},
-            format_penalty=self.format_penalty,
-            fallback=self.fallback,  # type: ignore[arg-type]
-            parser=self.parser,
-        )
-
     def scenarios(self) -> dict[str, TextGame]:
         """``train`` (this game as configured) plus the paper's panels."""
         return {

@@ -418,15 +418,6 @@ class Snake(TextGame):
         """The learner is alive when the episode ends (survived the round limit or won)."""
         return bool((terminated or truncated) and info.get("alive", False))
 
-    def with_settings(self, **overrides: Any) -> Snake:
-        """A copy of this game with some settings changed (same penalty, fallback and parser)."""
-        return Snake(
-            **{**self.settings, **overrides},
-            format_penalty=self.format_penalty,
-            fallback=self.fallback,  # type: ignore[arg-type]
-            parser=self.parser,
-        )
-
     def scenarios(self) -> dict[str, TextGame]:
         """``train`` (this game as configured) plus the evaluation panels.
 
