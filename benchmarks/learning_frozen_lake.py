@@ -18,18 +18,14 @@ from common import build_recipe, curve, evaluate_modes
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--map", choices=["classic", "random"], default="classic")
     parser.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
     parser.add_argument("--max-iterations", type=int, default=10_000)
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes (fixed seeds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_frozen_lake")
-    parser.add_argument(
-        "overrides", nargs="*", help="extra recipe arguments, e.g. --model.optimizer.init_args.lr=3e-3"
-    )
+    parser.add_argument("overrides", nargs="*", help="extra recipe arguments, e.g. --model.optimizer.init_args.lr=3e-3")
     args = parser.parse_args(argv)
 
     extra = [f"--data.eval_episodes={args.episodes}", "--data.eval_scenarios=[train]"]

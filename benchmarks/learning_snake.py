@@ -30,9 +30,7 @@ def figures(summary: dict[str, float]) -> dict[str, float]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
     parser.add_argument("--max-iterations", type=int, default=10_000)
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per scenario")
@@ -43,9 +41,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     extra = [f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenarios}]"]
-    cli = build_recipe(
-        "snake.yaml", args.out, args.minutes, args.max_iterations, args.seed, extra + args.overrides
-    )
+    cli = build_recipe("snake.yaml", args.out, args.minutes, args.max_iterations, args.seed, extra + args.overrides)
     module, data = cli.model, cli.datamodule
     results: dict[str, dict[str, dict[str, float]]] = {
         "initial": {},
@@ -69,8 +65,7 @@ def main(argv=None) -> dict:
         return round(sum(values) / len(values), 3)
 
     summary = {
-        p: {"return_mean": mean_over(p, "return_mean"), "death_rate": mean_over(p, "death_rate")}
-        for p in results
+        p: {"return_mean": mean_over(p, "return_mean"), "death_rate": mean_over(p, "death_rate")} for p in results
     }
     out = {
         "iterations": len(module.history),

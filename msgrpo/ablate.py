@@ -53,9 +53,7 @@ def table(results: dict[str, dict]) -> str:
             if not metric.endswith("/success_rate"):
                 continue
             scenario = metric.split("/")[1]
-            ret = summary["final"].get(
-                f"eval/{scenario}/return_mean", {"mean": float("nan"), "ci95": float("nan")}
-            )
+            ret = summary["final"].get(f"eval/{scenario}/return_mean", {"mean": float("nan"), "ci95": float("nan")})
             lines.append(
                 f"| {name} | {scenario} | {final['mean']:.3f} ± {final['ci95']:.3f} | "
                 f"{ret['mean']:.3f} ± {ret['ci95']:.3f} | {summary['auc'][metric]['mean']:.3f} | "
@@ -74,27 +72,19 @@ def plot(results: dict[str, dict], out: Path, title: str) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    scenarios = sorted(
-        {m.split("/")[1] for r in results.values() for m in r["final"] if m.endswith("/success_rate")}
-    )
+    scenarios = sorted({m.split("/")[1] for r in results.values() for m in r["final"] if m.endswith("/success_rate")})
     if not scenarios:
         return []
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / len(results)
     for k, (name, summary) in enumerate(results.items()):
-        finals = [
-            summary["final"].get(f"eval/{s}/success_rate", {"mean": 0.0, "ci95": 0.0}) for s in scenarios
-        ]
+        finals = [summary["final"].get(f"eval/{s}/success_rate", {"mean": 0.0, "ci95": 0.0}) for s in scenarios]
         xs = [i + k * width for i in range(len(scenarios))]
-        bars.bar(
-            xs, [f["mean"] for f in finals], width, yerr=[f["ci95"] for f in finals], capsize=3, label=name
-        )
+        bars.bar(xs, [f["mean"] for f in finals], width, yerr=[f["ci95"] for f in finals], capsize=3, label=name)
         rows = summary["curves"].get(f"eval/{scenarios[0]}/success_rate", [])
         curves.errorbar([r["iteration"] for r in rows], [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows],
                         capsize=2, label=name)  # fmt: skip
-    bars.set_xticks(
-        [i + width * (len(results) - 1) / 2 for i in range(len(scenarios))], scenarios, fontsize=8
-    )
+    bars.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(scenarios))], scenarios, fontsize=8)
     bars.set_ylabel("final success rate")
     bars.set_ylim(0, 1.05)
     bars.legend(fontsize=7)
@@ -119,9 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument(
-        "--variant", type=parse_variant, action="append", required=True, help="name=overlay[,args]"
-    )
+    parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="name=overlay[,args]")
     parser.add_argument("--out", default="reports/ablation")
     parser.add_argument("--aggregate-only", action="store_true", help="only aggregate existing runs")
     args = parser.parse_args(argv)

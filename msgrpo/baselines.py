@@ -67,9 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--episodes", type=int, default=50, help="episodes per scenario (default 50)")
     parser.add_argument("--scenarios", default=None, help="comma-separated scenario names (default: all)")
-    parser.add_argument(
-        "--seed", type=int, default=PANEL_SEED, help=f"first panel seed (default {PANEL_SEED})"
-    )
+    parser.add_argument("--seed", type=int, default=PANEL_SEED, help=f"first panel seed (default {PANEL_SEED})")
     return parser
 
 

@@ -75,9 +75,7 @@ class MSGRPOCLI(LightningCLI):
         return trainer
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults(
-            {"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.num_sanity_val_steps": 0}
-        )
+        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.num_sanity_val_steps": 0})
         parser.add_argument(
             "--results_json",
             type=str | None,

@@ -51,9 +51,7 @@ def build_panel(
     chosen = list(available) if names is None else list(names)
     unknown = [n for n in chosen if n not in available]
     if unknown:
-        raise ValueError(
-            f"unknown scenario(s) {unknown} for {type(game).__name__}; choose from {sorted(available)}"
-        )
+        raise ValueError(f"unknown scenario(s) {unknown} for {type(game).__name__}; choose from {sorted(available)}")
     seeds = list(range(seed, seed + episodes))
     return [Scenario(n, available[n], seeds) for n in chosen]
 
@@ -91,8 +89,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     for name, r in results.items():
         ret = f"{r['return_mean']:.3f} ± {r['return_stderr']:.3f}"
         lines.append(
-            f"{name:<16} {r['success_rate']:>8.3f} {ret:>16} "
-            f"{r['invalid_action_rate']:>8.3f} {r['episode_len']:>7.2f}"
+            f"{name:<16} {r['success_rate']:>8.3f} {ret:>16} {r['invalid_action_rate']:>8.3f} {r['episode_len']:>7.2f}"
         )
     return "\n".join(lines)
 

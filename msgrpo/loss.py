@@ -62,15 +62,11 @@ class MSGRPOLoss(nn.Module):
     ) -> None:
         super().__init__()
         if clip_eps <= 0 or (clip_eps_high is not None and clip_eps_high <= 0):
-            raise ConfigError(
-                f"loss clip range must be > 0, got clip_eps={clip_eps}, clip_eps_high={clip_eps_high}"
-            )
+            raise ConfigError(f"loss clip range must be > 0, got clip_eps={clip_eps}, clip_eps_high={clip_eps_high}")
         if kl_coef < 0:
             raise ConfigError(f"loss.kl_coef must be >= 0, got {kl_coef}")
         if aggregation not in ("token-mean", "sequence-mean"):
-            raise ConfigError(
-                f"loss.aggregation must be 'token-mean' or 'sequence-mean', got {aggregation!r}"
-            )
+            raise ConfigError(f"loss.aggregation must be 'token-mean' or 'sequence-mean', got {aggregation!r}")
         self.clip_eps = clip_eps
         self.clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
         self.kl_coef = kl_coef
@@ -126,9 +122,7 @@ class MSGRPOLoss(nn.Module):
         loss = reduce(per_token)
         with torch.no_grad():
             n = mask.sum().clamp(min=1)
-            active = ((ratio < 1.0 - self.clip_eps) & (adv < 0)) | (
-                (ratio > 1.0 + self.clip_eps_high) & (adv > 0)
-            )
+            active = ((ratio < 1.0 - self.clip_eps) & (adv < 0)) | ((ratio > 1.0 + self.clip_eps_high) & (adv > 0))
             return LossOutput(
                 loss=loss,
                 policy_loss=reduce(pg_per_token).detach(),

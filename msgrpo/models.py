@@ -132,9 +132,7 @@ def build_tiny_model(
         return LlamaForCausalLM(config)
 
 
-def build_tiny(
-    seed: int = 0, settings: TinySettings | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def build_tiny(seed: int = 0, settings: TinySettings | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """The tiny offline preset: ``(model, tokenizer)``."""
     s = settings or TinySettings()
     tokenizer = build_tiny_tokenizer(seed, s.vocab_size)

@@ -246,8 +246,7 @@ def play_reference(
             action = int(policy.act(game, env))
             if not 0 <= action < num_actions:
                 raise ValueError(
-                    f"{type(policy).__name__} returned action {action}; {type(game).__name__} has "
-                    f"{num_actions} actions"
+                    f"{type(policy).__name__} returned action {action}; {type(game).__name__} has {num_actions} actions"
                 )
             _, reward, terminated, truncated, info = env.step(action)
             reward = float(reward)

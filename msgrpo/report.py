@@ -117,10 +117,7 @@ def reference_results(game, episodes: int | None = None) -> dict[str, dict[str, 
     elif isinstance(game, Snake):
         policies["greedy"] = SnakeGreedy()
     panel = build_panel(game, episodes=episodes or 50)
-    return {
-        name: {s.name: summarize(play_reference(policy, s)) for s in panel}
-        for name, policy in policies.items()
-    }
+    return {name: {s.name: summarize(play_reference(policy, s)) for s in panel} for name, policy in policies.items()}
 
 
 def write_report(summary: dict, out: Path, references: dict | None = None, title: str = "") -> list[Path]:
@@ -164,9 +161,7 @@ def fraction_of_reference(summary: dict, references: dict) -> dict[str, float]:
         if not metric.endswith("/success_rate"):
             continue
         scenario = metric.split("/")[1]
-        best = max(
-            (ref[scenario]["success_rate"] for ref in references.values() if scenario in ref), default=0.0
-        )
+        best = max((ref[scenario]["success_rate"] for ref in references.values() if scenario in ref), default=0.0)
         out[scenario] = r["mean"] / best if best > 0 else None
     return out
 
@@ -179,9 +174,7 @@ def plot_report(summary: dict, out: Path, references: dict | None, title: str) -
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(
-            "msgrpo.report: matplotlib not installed (pip install 'msgrpo[plot]'): no plots", file=sys.stderr
-        )
+        print("msgrpo.report: matplotlib not installed (pip install 'msgrpo[plot]'): no plots", file=sys.stderr)
         return []
     metrics = [m for m in summary["curves"] if m.endswith("/success_rate")] or list(summary["curves"])
     files = []
@@ -225,12 +218,8 @@ def plot_report(summary: dict, out: Path, references: dict | None, title: str) -
             else:
                 vals = [references[name].get(s, {}).get("success_rate", 0.0) for s in scenarios]
                 err = None
-            ax.bar(
-                [i + k * width for i in range(len(scenarios))], vals, width, yerr=err, capsize=3, label=name
-            )
-        ax.set_xticks(
-            [i + width * (len(names) - 1) / 2 for i in range(len(scenarios))], scenarios, fontsize=8
-        )
+            ax.bar([i + k * width for i in range(len(scenarios))], vals, width, yerr=err, capsize=3, label=name)
+        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(scenarios))], scenarios, fontsize=8)
         ax.set_ylabel("final success rate")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
@@ -242,9 +231,7 @@ def plot_report(summary: dict, out: Path, references: dict | None, title: str) -
     return files
 
 
-def run_seeds(
-    recipe: str, seeds: list[int], out: Path, extra: list[str]
-) -> tuple[dict[str, Path], object, dict]:
+def run_seeds(recipe: str, seeds: list[int], out: Path, extra: list[str]) -> tuple[dict[str, Path], object, dict]:
     """Run ``recipe`` fit once per seed (sequentially), each into ``out/seed_<k>``, then a final validate.
 
     Returns:
@@ -278,7 +265,8 @@ def run_seeds(
 
 def read_walls(dirs: dict[str, Path]) -> dict[str, float]:
     """Wall-clock seconds of finished runs (``wall_s.txt`` written by :func:`run_seeds`)."""
-    return {n: float((Path(d) / "wall_s.txt").read_text()) for n, d in dirs.items() if (Path(d) / "wall_s.txt").exists()}
+    files = {n: Path(d) / "wall_s.txt" for n, d in dirs.items()}
+    return {n: float(f.read_text()) for n, f in files.items() if f.exists()}
 
 
 def _validated_last(cli) -> bool:

@@ -152,9 +152,7 @@ def play(
             )
             episode.terminated, episode.truncated = result.terminated, result.truncated
             if episode.done:
-                episode.success = game.is_success(
-                    result.reward, result.terminated, result.truncated, result.info
-                )
+                episode.success = game.is_success(result.reward, result.terminated, result.truncated, result.info)
             else:
                 still_live.append(i)
         live = still_live

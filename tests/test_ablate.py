@@ -31,7 +31,8 @@ def test_report_runs_seeds_and_writes_files(tmp_path, capsys):
 
 def test_ablation_grid_table(tmp_path, capsys):
     results = ablate.main(
-        ["--seeds", "0", "--out", str(tmp_path), "--variant", "aaw=sampler_aaw.yaml,--data.sampler.init_args.num_episodes=2",
+        ["--seeds", "0", "--out", str(tmp_path),
+         "--variant", "aaw=sampler_aaw.yaml,--data.sampler.init_args.num_episodes=2",
          "--variant", "uniform=sampler_uniform.yaml,--data.sampler.init_args.num_episodes=1",
          "--variant", "all=sampler_all.yaml", "--", *TINY]
     )  # fmt: skip

@@ -83,9 +83,7 @@ def test_k3_kl_by_hand():
 
 def test_asymmetric_clip_and_gradient():
     new = _lp([[1.25]]).requires_grad_(True)
-    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(
-        new, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1)
-    )
+    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(new, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
     # ratio 1.25 < 1.3: unclipped, loss = -1.25, d loss / d logp = -ratio = -1.25
     out.loss.backward()
     assert out.loss.item() == pytest.approx(-1.25)

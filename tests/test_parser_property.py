@@ -22,9 +22,7 @@ pieces = st.sampled_from(
         ">",
     ]
 )
-texts = st.one_of(
-    st.text(max_size=300), st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=30).map("".join)
-)
+texts = st.one_of(st.text(max_size=300), st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=30).map("".join))
 
 
 @settings(max_examples=300, deadline=None)

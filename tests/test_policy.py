@@ -111,10 +111,7 @@ def test_local_directory_round_trip(tiny_policy, tmp_path):
     tiny_policy.model.save_pretrained(tmp_path)
     tiny_policy.tokenizer.save_pretrained(tmp_path)
     loaded = LanguagePolicy(str(tmp_path), max_new_tokens=2)
-    assert (
-        loaded.tokenizer("<action>up</action>").input_ids
-        == tiny_policy.tokenizer("<action>up</action>").input_ids
-    )
+    assert loaded.tokenizer("<action>up</action>").input_ids == tiny_policy.tokenizer("<action>up</action>").input_ids
     for p, q in zip(loaded.model.parameters(), tiny_policy.model.parameters()):
         assert torch.equal(p, q)
 
@@ -125,9 +122,7 @@ def test_missing_tokenizer_chat_template_falls_back_with_warning(tiny_policy, tm
     tiny_policy.tokenizer.save_pretrained(tmp_path)
     with pytest.warns(UserWarning, match="ChatML fallback"):
         loaded = LanguagePolicy(str(tmp_path))
-    assert "<|im_start|>" in loaded.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}], tokenize=False
-    )
+    assert "<|im_start|>" in loaded.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
 
 
 def test_loading_errors_are_one_line_config_errors(tmp_path):

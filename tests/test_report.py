@@ -55,10 +55,7 @@ def test_read_metrics_and_write_report(tmp_path):
     m = read_metrics(tmp_path / "seed_0")
     assert m == {"loss/policy": {0: 0.5}, "eval/x/success_rate": {9: 0.25}}
     files = write_report(aggregate({"seed_0": m}), tmp_path / "out")
-    assert (
-        json.loads((tmp_path / "out" / "report.json").read_text())["final"]["eval/x/success_rate"]["mean"]
-        == 0.25
-    )
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["final"]["eval/x/success_rate"]["mean"] == 0.25
     assert all(f.exists() for f in files)
     with pytest.raises(FileNotFoundError):
         read_metrics(tmp_path / "nothing")

@@ -18,9 +18,7 @@ class Exploding(FrozenLake):
 def test_shapes_groups_and_shared_seeds(tiny_policy_factory):
     policy = tiny_policy_factory(max_new_tokens=3, response_prefix="<action>")
     timing = RolloutTiming()
-    episodes = play(
-        policy, FrozenLake(), [11, 22, 33], 4, generator=torch.Generator().manual_seed(0), timing=timing
-    )
+    episodes = play(policy, FrozenLake(), [11, 22, 33], 4, generator=torch.Generator().manual_seed(0), timing=timing)
     assert len(episodes) == 12
     assert [e.group_id for e in episodes] == [0] * 4 + [1] * 4 + [2] * 4
     assert [e.seed for e in episodes] == [11] * 4 + [22] * 4 + [33] * 4

@@ -47,9 +47,7 @@ def group_normalize(
     """
     values = values.to(torch.float64)
     if group_ids.shape != values.shape:
-        raise ValueError(
-            f"group_normalize: values {tuple(values.shape)} and group_ids {tuple(group_ids.shape)} differ"
-        )
+        raise ValueError(f"group_normalize: values {tuple(values.shape)} and group_ids {tuple(group_ids.shape)} differ")
     out = torch.zeros_like(values)
     for g in torch.unique(group_ids):
         mask = group_ids == g
@@ -163,8 +161,7 @@ class CreditAssigner(ABC):
     def _check_inputs(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> None:
         if group_ids.dim() != 1 or group_ids.numel() != len(rewards):
             raise ValueError(
-                f"{type(self).__name__}: group_ids must have shape [E] = [{len(rewards)}], "
-                f"got {tuple(group_ids.shape)}"
+                f"{type(self).__name__}: group_ids must have shape [E] = [{len(rewards)}], got {tuple(group_ids.shape)}"
             )
 
     def _row_groups(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:

@@ -63,9 +63,7 @@ def _check_count(
         raise ValueError(f"{name}: {what}={k} exceeds the {available} {pool}; {hint}")
 
 
-def _check_inputs(
-    name: str, advantages: torch.Tensor, returns: torch.Tensor, group_ids: torch.Tensor
-) -> None:
+def _check_inputs(name: str, advantages: torch.Tensor, returns: torch.Tensor, group_ids: torch.Tensor) -> None:
     if advantages.dim() != 1:
         raise ValueError(f"{name}: advantages must have shape [E], got {tuple(advantages.shape)}")
     e = advantages.numel()

@@ -160,16 +160,8 @@ class FrozenLake(TextGame):
         """``train`` (this game as configured) plus the paper's panels."""
         return {
             "train": self,
-            "nonslip-4x4": self.with_settings(
-                size=4, frozen_prob=0.8, slippery=False, max_steps=8, map_name=None
-            ),
-            "slippery-4x4": self.with_settings(
-                size=4, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None
-            ),
-            "slippery-6x6": self.with_settings(
-                size=6, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None
-            ),
-            "slippery-8x8": self.with_settings(
-                size=8, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None
-            ),
+            "nonslip-4x4": self.with_settings(size=4, frozen_prob=0.8, slippery=False, max_steps=8, map_name=None),
+            "slippery-4x4": self.with_settings(size=4, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None),
+            "slippery-6x6": self.with_settings(size=6, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None),
+            "slippery-8x8": self.with_settings(size=8, frozen_prob=0.9, slippery=True, max_steps=15, map_name=None),
         }

@@ -408,9 +408,7 @@ class Snake(TextGame):
         heads = "".join(f", {i} = head of opponent {i}" for i in range(1, len(game.snakes)))
         opponent_body = ", o = opponent body" if len(game.snakes) > 1 else ""
         poison = ", X = poison apple" if game.poison_apples or game.poison else ""
-        lines.append(
-            f"Legend: Y = your head, y = your body{heads}{opponent_body}, A = apple{poison}, . = empty cell."
-        )
+        lines.append(f"Legend: Y = your head, y = your body{heads}{opponent_body}, A = apple{poison}, . = empty cell.")
         lines.append(f"Grid (top row is y = {game.height - 1}):\n{grid_to_text(rows[::-1])}")
         return "\n".join(lines)
 
