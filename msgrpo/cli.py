@@ -125,9 +125,38 @@ class MSGRPOCLI(LightningCLI):
     after_test = _after_eval
 
 
+def _config_files(args: list[str]) -> list[str]:
+    """The ``--config`` / ``-c`` files named on a command line."""
+    files = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+        elif arg in ("--config", "-c") and i + 1 < len(args):
+            files.append(args[i + 1])
+    return files
+
+
+def check_yaml(paths: list[str]) -> None:
+    """Raise :class:`ConfigError` naming the file when a config file is missing or is not valid YAML."""
+    import yaml
+
+    for path in paths:
+        try:
+            with open(path) as handle:
+                yaml.safe_load(handle)
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"malformed YAML in {path}{line}: {problem}") from err
+
+
 def run(default_config: str | None, args=None) -> MSGRPOCLI | None:
     """Run the CLI; user errors end with a one-line message and exit code 2 instead of a traceback."""
     try:
+        check_yaml(_config_files(list(sys.argv[1:] if args is None else args)))
         return MSGRPOCLI(default_config=default_config, args=args)
     except (ConfigError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
