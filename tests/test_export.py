@@ -28,15 +28,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two-thread OpenMP stalls badly when the other core is busy (a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(root, *extra):
     cli = frozen_lake.main(
         ["fit", *FAST, f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}", *extra]

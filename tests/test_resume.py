@@ -24,15 +24,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two-thread OpenMP stalls badly when the other core is busy (a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _fit(root, epochs: int, *extra: str):
     return frozen_lake.main(
         [

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from dist_helpers import run_worker
 
 
@@ -16,10 +15,3 @@ def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     return root, run_worker(root, "--trainer.strategy=ddp", "--trainer.devices=2")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two-thread OpenMP stalls badly when the other core is busy (a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
