@@ -29,12 +29,14 @@ def build_recipe(config: str, out: str, minutes: float, max_iterations: int, see
     return MSGRPOCLI(default_config=config_path(config), args=args + extra, run=False)
 
 
-def evaluate_modes(module, scenario) -> dict[str, dict[str, float]]:
-    """Evaluate with greedy and with sampled decoding."""
+def evaluate_modes(module, scenario, modes=("greedy", "sampled")) -> dict[str, dict[str, float]]:
+    """Evaluate with greedy and/or sampled decoding."""
     greedy = module.eval_greedy
     out = {}
-    for mode, flag in (("greedy", True), ("sampled", False)):
-        module.eval_greedy = flag
+    for mode in modes:
+        if mode not in ("greedy", "sampled"):
+            raise SystemExit(f"error: unknown decoding mode {mode!r}; use greedy and/or sampled")
+        module.eval_greedy = mode == "greedy"
         out[mode] = module.evaluate(scenario)
     module.eval_greedy = greedy
     return out

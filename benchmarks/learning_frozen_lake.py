@@ -6,15 +6,20 @@ Prints progress lines, then one JSON line (last) with ``initial_success_rate``, 
 
     python benchmarks/learning_frozen_lake.py --map classic --minutes 15
     python benchmarks/learning_frozen_lake.py --map random --minutes 15
+    python benchmarks/learning_frozen_lake.py --map random --minutes 45 --config smollm2.yaml \
+        --scenario nonslip-4x4 --modes greedy        # the pretrained SmolLM2 preset with LoRA
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from common import build_recipe, curve, evaluate_modes
+
+from msgrpo.cli import config_path
 
 
 def main(argv=None) -> dict:
@@ -25,35 +30,37 @@ def main(argv=None) -> dict:
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes (fixed seeds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_frozen_lake")
+    parser.add_argument("--config", action="append", default=[], help="overlay YAML (packaged name or path)")
+    parser.add_argument("--scenario", default="train", help="evaluation scenario (train = the training game)")
+    parser.add_argument("--modes", default="greedy,sampled", help="decoding modes to evaluate")
     parser.add_argument("overrides", nargs="*", help="extra recipe arguments, e.g. --model.optimizer.init_args.lr=3e-3")
     args = parser.parse_args(argv)
 
-    extra = [f"--data.eval_episodes={args.episodes}", "--data.eval_scenarios=[train]"]
-    if args.map == "classic":
-        extra.append("--data.game.init_args.map_name=4x4")
+    overlays = [f"--config={config_path(c) if os.sep not in c else c}" for c in args.config]
+    extra = [*overlays, f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenario}]"]
+    extra.append(f"--data.game.init_args.map_name={'4x4' if args.map == 'classic' else 'null'}")
     cli = build_recipe(
         "frozen_lake.yaml", args.out, args.minutes, args.max_iterations, args.seed, extra + args.overrides
     )
     module, data = cli.model, cli.datamodule
     scenario = data.panel[0]
-    initial = evaluate_modes(module, scenario)
+    modes = args.modes.split(",")
+    initial = evaluate_modes(module, scenario, modes)
     print(f"initial: {json.dumps({k: v['success_rate'] for k, v in initial.items()})}", flush=True)
     start = time.perf_counter()
     cli.trainer.fit(module, datamodule=data)
     wall = time.perf_counter() - start
-    final = evaluate_modes(module, scenario)
-    result = {
-        "map": args.map,
-        "iterations": len(module.history),
-        "wall_s": round(wall, 1),
-        "initial_success_rate": initial["greedy"]["success_rate"],
-        "final_success_rate": final["greedy"]["success_rate"],
-        "initial_success_rate_sampled": initial["sampled"]["success_rate"],
-        "final_success_rate_sampled": final["sampled"]["success_rate"],
-        "final_invalid_action_rate_sampled": final["sampled"]["invalid_action_rate"],
-        "eval_episodes": args.episodes,
-        "train_rollout_success_curve": curve(module.history),
-    }
+    final = evaluate_modes(module, scenario, modes)
+    result = {"map": args.map, "scenario": scenario.name, "iterations": len(module.history), "wall_s": round(wall, 1)}
+    for mode in modes:
+        suffix = "" if mode == "greedy" else f"_{mode}"
+        result[f"initial_success_rate{suffix}"] = initial[mode]["success_rate"]
+        result[f"final_success_rate{suffix}"] = final[mode]["success_rate"]
+        result[f"initial_invalid_action_rate{suffix}"] = initial[mode]["invalid_action_rate"]
+        result[f"final_invalid_action_rate{suffix}"] = final[mode]["invalid_action_rate"]
+        result[f"initial_return_mean{suffix}"] = round(initial[mode]["return_mean"], 3)
+        result[f"final_return_mean{suffix}"] = round(final[mode]["return_mean"], 3)
+    result.update(eval_episodes=args.episodes, train_rollout_success_curve=curve(module.history))
     print(json.dumps(result), flush=True)
     return result
 

@@ -46,6 +46,7 @@ def iteration(policy, optimizer, game, seeds: list[int], group_size: int, token_
     from msgrpo.batching import minibatches, step_samples
     from msgrpo.components.credit import EpisodeReturn
     from msgrpo.loss import MSGRPOLoss
+    from msgrpo.module import micro_batch_loss
     from msgrpo.rollout import play
 
     start = time.perf_counter()
@@ -57,15 +58,12 @@ def iteration(policy, optimizer, game, seeds: list[int], group_size: int, token_
     group_ids = torch.tensor([e.group_id for e in episodes])
     advantages = EpisodeReturn().assign(rewards, group_ids)
     samples = step_samples(episodes, advantages, torch.arange(len(episodes)))
-    (batch,) = minibatches(samples, 1, token_budget, policy.tokenizer.pad_token_id, torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    (batch,) = minibatches(samples, 1, token_budget, policy.tokenizer.pad_token_id, gen, dedupe=False)
     loss_fn = MSGRPOLoss()
     optimizer.zero_grad(set_to_none=True)
     for micro in batch.micro_batches:  # the loop of MSGRPOModule.training_step
-        logp, entropy = policy.completion_logprobs(micro)
-        out = loss_fn(
-            logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
-            num_tokens=batch.num_tokens, num_sequences=batch.num_sequences,
-        )  # fmt: skip
+        out, entropy = micro_batch_loss(policy, loss_fn, micro, batch)
         out.loss.backward()
         float(out.loss.detach()), float((entropy * micro.completion_mask).sum())
     torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

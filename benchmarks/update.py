@@ -12,7 +12,10 @@ rollout log-probs; random advantages), then times one optimisation pass over the
   in micro-batches of the same token budget, a plain model forward keeping as many logit positions
   per row as the real path's share of completion tokens, a cross-entropy loss, ``backward``.
 
-Neither includes the optimizer step. ``ratio = real tokens/s / bare tokens/s`` where tokens are real
+A third pass, ``deduped``, is the training step's default: the ``real`` path with identical sequences
+(episodes of a group in the same state choosing the same move) computed once; ``dedupe_speedup`` is
+``real_s / deduped_s`` on the same samples. None includes the optimizer step.
+``ratio = real tokens/s / bare tokens/s`` where tokens are real
 (unpadded) prompt + completion tokens; each pass runs ``--repeats`` times, interleaved, and the fastest
 of each is reported (the least disturbed on a shared machine). Prints progress lines, then one JSON line (last).
 
@@ -55,7 +58,7 @@ def make_samples(policy, groups: int, group_size: int, seed: int) -> list:
     return [StepSample(s.prompt_ids, s.completion_ids, s.logprobs, a) for s, a in zip(steps, advantages)]
 
 
-def real_pass(policy, loss_fn, samples: list, token_budget: int, seed: int) -> tuple[int, int]:
+def real_pass(policy, loss_fn, samples: list, token_budget: int, seed: int, dedupe: bool = False) -> tuple[int, int]:
     """One mini-batch through the training step's path (see the module docstring).
 
     Returns:
@@ -64,16 +67,14 @@ def real_pass(policy, loss_fn, samples: list, token_budget: int, seed: int) -> t
     import torch
 
     from msgrpo.batching import minibatches
+    from msgrpo.module import micro_batch_loss
 
     policy.zero_grad(set_to_none=True)
-    (batch,) = minibatches(samples, 1, token_budget, policy.tokenizer.pad_token_id, torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    (batch,) = minibatches(samples, 1, token_budget, policy.tokenizer.pad_token_id, gen, dedupe=dedupe)
     sums = dict.fromkeys(("loss", "policy", "kl", "clip_frac", "approx_kl", "ratio", "entropy"), 0.0)
     for micro in batch.micro_batches:  # the loop of MSGRPOModule.training_step
-        logp, entropy = policy.completion_logprobs(micro)
-        out = loss_fn(
-            logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
-            num_tokens=batch.num_tokens, num_sequences=batch.num_sequences,
-        )  # fmt: skip
+        out, entropy = micro_batch_loss(policy, loss_fn, micro, batch)
         out.loss.backward()
         n = int(micro.completion_mask.sum())
         sums["loss"] += float(out.loss.detach())
@@ -82,7 +83,7 @@ def real_pass(policy, loss_fn, samples: list, token_budget: int, seed: int) -> t
             sums[key] += float(value) * n
         sums["ratio"] += float(out.ratio_mean) * n
         sums["entropy"] += float((entropy * micro.completion_mask).sum())
-    tokens = int(sum(int(m.attention_mask.sum()) for m in batch.micro_batches))
+    tokens = int(sum(int(m.attention_mask.sum()) for m in batch.micro_batches))  # computed (distinct) tokens
     return tokens, len(batch.micro_batches)
 
 
@@ -167,11 +168,13 @@ def main(argv: list[str] | None = None) -> dict:
         {
             "real": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed),
             "bare": lambda: bare_pass(policy.model, rows, args.token_budget, keep),
+            "deduped": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, dedupe=True),
         },
         args.repeats,
     )
     real_s, (real_tokens, real_micro) = times["real"]
     bare_s, (bare_tokens, bare_micro) = times["bare"]
+    dedupe_s, (dedupe_tokens, _) = times["deduped"]
     print(f"real: {real_tokens} tokens in {real_micro} micro-batches, {real_s:.3f} s", flush=True)
     print(f"bare: {bare_tokens} tokens in {bare_micro} micro-batches, {bare_s:.3f} s", flush=True)
 
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     padded = sum(
         len(g) * (max(s.prompt_ids.numel() for s in g) + max(s.completion_ids.numel() for s in g))
-        for g in pack_by_budget(samples, args.token_budget)
+        for g in pack_by_budget(samples, args.token_budget, dedupe=False)
     )
     real_tps = real_tokens / max(real_s, 1e-9)
     bare_tps = bare_tokens / max(bare_s, 1e-9)
@@ -203,6 +206,10 @@ def main(argv: list[str] | None = None) -> dict:
         "bare_s": round(bare_s, 4),
         "bare_tokens_per_s": round(bare_tps, 1),
         "ratio": round(real_tps / max(bare_tps, 1e-9), 3),
+        # the training step's default: identical sequences computed once (same samples, same loss)
+        "deduped_tokens_computed": dedupe_tokens,
+        "deduped_s": round(dedupe_s, 4),
+        "dedupe_speedup": round(real_s / max(dedupe_s, 1e-9), 2),
     }
     print(json.dumps(result), flush=True)
     return result

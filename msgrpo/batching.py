@@ -32,49 +32,78 @@ def step_samples(
     return samples
 
 
-def collate(samples: Sequence[StepSample], pad_id: int) -> MicroBatch:
+def sequence_key(sample: StepSample) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Identity of a sample's token sequence: samples with equal keys have equal log-probs."""
+    return tuple(sample.prompt_ids.tolist()), tuple(sample.completion_ids.tolist())
+
+
+def collate(samples: Sequence[StepSample], pad_id: int, dedupe: bool = True) -> MicroBatch:
     """Pad samples: prompts left-padded to ``P``, completions right-padded to ``C``.
 
+    Args:
+        samples: The step samples.
+        pad_id: Padding token id.
+        dedupe: Give identical token sequences one row of ``input_ids`` (see :attr:`MicroBatch.rows`),
+            so the forward and backward passes compute each distinct sequence once. Exact: identical
+            sequences have identical log-probs, and every per-sample quantity stays per sample.
+
     Returns:
-        A :class:`MicroBatch` with ``input_ids [B, P + C]`` where every completion starts at column ``P``.
+        A :class:`MicroBatch` with ``input_ids [U, P + C]`` where every completion starts at column ``P``.
     """
     b = len(samples)
     p = max(s.prompt_ids.numel() for s in samples)
     c = max(s.completion_ids.numel() for s in samples)
-    input_ids = torch.full((b, p + c), pad_id, dtype=torch.long)
-    attention = torch.zeros((b, p + c), dtype=torch.long)
-    comp_mask = torch.zeros((b, c))
-    old = torch.zeros((b, c))
-    ref = torch.zeros((b, c)) if all(s.ref_logprobs is not None for s in samples) else None
-    for row, s in enumerate(samples):
+    index: dict = {}
+    rows = [index.setdefault(sequence_key(s) if dedupe else i, len(index)) for i, s in enumerate(samples)]
+    distinct = {row: s for row, s in zip(rows, samples)}
+    input_ids = torch.full((len(distinct), p + c), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(distinct), p + c), dtype=torch.long)
+    for row, s in distinct.items():
         pl, cl = s.prompt_ids.numel(), s.completion_ids.numel()
         input_ids[row, p - pl : p] = s.prompt_ids
         input_ids[row, p : p + cl] = s.completion_ids
         attention[row, p - pl : p + cl] = 1
-        comp_mask[row, :cl] = 1
-        old[row, :cl] = s.old_logprobs
+    comp_mask = torch.zeros((b, c))
+    old = torch.zeros((b, c))
+    ref = torch.zeros((b, c)) if all(s.ref_logprobs is not None for s in samples) else None
+    for i, s in enumerate(samples):
+        cl = s.completion_ids.numel()
+        comp_mask[i, :cl] = 1
+        old[i, :cl] = s.old_logprobs
         if ref is not None:
-            ref[row, :cl] = s.ref_logprobs
+            ref[i, :cl] = s.ref_logprobs
     advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-    return MicroBatch(input_ids, attention, comp_mask, old, advantages, ref)
+    row_index = None if len(distinct) == b else torch.tensor(rows, dtype=torch.long)
+    return MicroBatch(input_ids, attention, comp_mask, old, advantages, ref, row_index)
 
 
-def pack_by_budget(samples: Sequence[StepSample], token_budget: int) -> list[list[StepSample]]:
+def pack_by_budget(samples: Sequence[StepSample], token_budget: int, dedupe: bool = True) -> list[list[StepSample]]:
     """Split samples into micro-batches whose padded size ``B x (P + C)`` stays within ``token_budget``.
 
     Samples are sorted by length first (length bucketing), so similar lengths share a micro-batch and
-    little padding is computed. A single sample longer than the budget gets a micro-batch of its own.
+    little padding is computed; identical sequences end up next to each other and count once against
+    the budget (:func:`collate` gives them one row). A single sample longer than the budget gets a
+    micro-batch of its own.
     """
-    ordered = sorted(samples, key=lambda s: (s.prompt_ids.numel(), s.completion_ids.numel()))
+    keyed = sorted(
+        (s.prompt_ids.numel(), s.completion_ids.numel(), sequence_key(s) if dedupe else (), i)
+        for i, s in enumerate(samples)
+    )
     groups: list[list[StepSample]] = []
     current: list[StepSample] = []
+    seen: set = set()
     p_max = c_max = 0
-    for s in ordered:
-        p2, c2 = max(p_max, s.prompt_ids.numel()), max(c_max, s.completion_ids.numel())
-        if current and (len(current) + 1) * (p2 + c2) > token_budget:
+    for pl, cl, key, i in keyed:
+        key = key if dedupe else i
+        if key in seen:  # a duplicate costs no extra row
+            current.append(samples[i])
+            continue
+        p2, c2 = max(p_max, pl), max(c_max, cl)
+        if current and (len(seen) + 1) * (p2 + c2) > token_budget:
             groups.append(current)
-            current, p2, c2 = [], s.prompt_ids.numel(), s.completion_ids.numel()
-        current.append(s)
+            current, seen, p2, c2 = [], set(), pl, cl
+        current.append(samples[i])
+        seen.add(key)
         p_max, c_max = p2, c2
     if current:
         groups.append(current)
@@ -87,8 +116,11 @@ def minibatches(
     token_budget: int,
     pad_id: int,
     generator: torch.Generator,
+    dedupe: bool = True,
 ) -> list[MiniBatch]:
     """Shuffle samples into ``num_minibatches`` mini-batches (one optimizer step each) of micro-batches.
+
+    ``dedupe``: compute identical sequences once per micro-batch (see :func:`collate`).
 
     Raises:
         ValueError: When there are fewer samples than mini-batches.
@@ -99,7 +131,7 @@ def minibatches(
     out = []
     for chunk in torch.tensor(order).chunk(num_minibatches):
         part = [samples[i] for i in chunk.tolist()]
-        micro = [collate(g, pad_id) for g in pack_by_budget(part, token_budget)]
+        micro = [collate(g, pad_id, dedupe) for g in pack_by_budget(part, token_budget, dedupe)]
         out.append(
             MiniBatch(
                 micro_batches=micro,

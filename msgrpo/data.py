@@ -56,6 +56,7 @@ def _blank(micro: MicroBatch) -> MicroBatch:
         micro.old_logprobs,
         torch.zeros_like(micro.advantages),
         micro.ref_logprobs,
+        micro.rows,
     )
 
 
@@ -224,7 +225,8 @@ class RolloutDataModule(L.LightningDataModule):
             def score() -> None:
                 for mini in batches:
                     for micro in mini.micro_batches:
-                        micro.ref_logprobs = policy.reference_logprobs(_to(micro, policy.device)).cpu()
+                        ref = policy.reference_logprobs(_to(micro, policy.device)).cpu()  # [U, C]
+                        micro.ref_logprobs = micro.per_sample(ref)
 
             run(score)
             timing.total_s += time.perf_counter() - start

@@ -5,7 +5,7 @@ Per completion token ``t`` of sample ``b`` with advantage ``A_b``::
     ratio    = exp(logp - old_logp)
     pg       = -min(ratio * A_b, clip(ratio, 1 - eps_low, 1 + eps_high) * A_b)
     kl       = exp(ref_logp - logp) - (ref_logp - logp) - 1          # k3 estimator, >= 0
-    loss_tok = pg + kl_coef * kl
+    loss_tok = pg + kl_coef * kl - entropy_coef * entropy             # entropy of the full next-token dist.
 
 aggregated as a token mean (every token of the mini-batch weighs the same) or a sequence mean (each
 sample's token mean, then the mean over samples).
@@ -51,6 +51,9 @@ class MSGRPOLoss(nn.Module):
         clip_eps_high: Upper clip range (ratio cap ``1 + clip_eps_high``); None = ``clip_eps``.
         kl_coef: Weight of the KL penalty to the reference policy (0 = no reference is computed).
         aggregation: ``"token-mean"`` or ``"sequence-mean"``.
+        entropy_coef: Weight of an entropy bonus (0 = off): subtracts ``entropy_coef`` times the entropy
+            of each completion token's next-token distribution, which keeps a policy trained from random
+            weights from collapsing onto one answer before it has found the rewarding ones.
     """
 
     def __init__(
@@ -59,18 +62,22 @@ class MSGRPOLoss(nn.Module):
         clip_eps_high: float | None = None,
         kl_coef: float = 0.0,
         aggregation: Literal["token-mean", "sequence-mean"] = "token-mean",
+        entropy_coef: float = 0.0,
     ) -> None:
         super().__init__()
         if clip_eps <= 0 or (clip_eps_high is not None and clip_eps_high <= 0):
             raise ConfigError(f"loss clip range must be > 0, got clip_eps={clip_eps}, clip_eps_high={clip_eps_high}")
         if kl_coef < 0:
             raise ConfigError(f"loss.kl_coef must be >= 0, got {kl_coef}")
+        if entropy_coef < 0:
+            raise ConfigError(f"loss.entropy_coef must be >= 0, got {entropy_coef}")
         if aggregation not in ("token-mean", "sequence-mean"):
             raise ConfigError(f"loss.aggregation must be 'token-mean' or 'sequence-mean', got {aggregation!r}")
         self.clip_eps = clip_eps
         self.clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
         self.kl_coef = kl_coef
         self.aggregation = aggregation
+        self.entropy_coef = entropy_coef
 
     def forward(
         self,
@@ -81,6 +88,7 @@ class MSGRPOLoss(nn.Module):
         ref_logprobs: torch.Tensor | None = None,
         num_tokens: int | None = None,
         num_sequences: int | None = None,
+        entropy: torch.Tensor | None = None,
     ) -> LossOutput:
         """Compute the loss of one micro-batch.
 
@@ -92,6 +100,8 @@ class MSGRPOLoss(nn.Module):
             ref_logprobs: ``[B, C]`` reference log-probs; required when ``kl_coef > 0``.
             num_tokens: Real tokens in the whole mini-batch (token-mean normaliser); default this batch's.
             num_sequences: Samples in the whole mini-batch (sequence-mean normaliser); default this batch's.
+            entropy: ``[B, C]`` entropies of the current policy's next-token distributions (with gradient);
+                required when ``entropy_coef > 0``.
 
         Returns:
             The loss (summed over this micro-batch and divided by the mini-batch normaliser, so summing
@@ -112,6 +122,10 @@ class MSGRPOLoss(nn.Module):
             delta = (ref_logprobs - logprobs) * mask  # [B, C]
             kl = torch.exp(delta) - delta - 1.0  # [B, C] k3, >= 0
             per_token = per_token + self.kl_coef * kl
+        if self.entropy_coef > 0:
+            if entropy is None:
+                raise ValueError("entropy_coef > 0 needs the entropy")
+            per_token = per_token - self.entropy_coef * entropy
         if self.aggregation == "token-mean":
             denom = float(num_tokens if num_tokens is not None else mask.sum().clamp(min=1).item())
             reduce = lambda x: (x * mask).sum() / denom  # noqa: E731

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import lightning as L
 import torch
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torchmetrics import MeanMetric
@@ -21,10 +21,10 @@ from torchmetrics import MeanMetric
 from msgrpo.callbacks import checkpoint_dir
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import Scenario, summarize
-from msgrpo.loss import MSGRPOLoss
+from msgrpo.loss import LossOutput, MSGRPOLoss
 from msgrpo.policy import LanguagePolicy
 from msgrpo.rollout import play
-from msgrpo.types import Episode, MiniBatch
+from msgrpo.types import Episode, MicroBatch, MiniBatch
 
 ROLLOUT_METRICS = ("return_mean", "success_rate", "invalid_action_rate", "episode_len", "error_rate")
 CHECKPOINT_KEY = "msgrpo"
@@ -88,6 +88,26 @@ class _LockstepPolicy:
             self._policy.generate(dummy, greedy=True, fixed_steps=True)
 
 
+def micro_batch_loss(
+    policy: LanguagePolicy, loss: MSGRPOLoss, micro: MicroBatch, mini: MiniBatch
+) -> tuple[LossOutput, torch.Tensor]:
+    """The loss of one micro-batch, normalised by its whole mini-batch (the training step's inner loop).
+
+    Log-probs are computed once per distinct sequence (``[U, C]``) and expanded to every sample
+    (``[B, C]``), see :attr:`MicroBatch.rows`.
+
+    Returns:
+        The loss output and the per-sample entropies ``[B, C]`` (with gradient only under an entropy bonus).
+    """
+    logp, entropy = policy.completion_logprobs(micro, entropy_grad=loss.entropy_coef > 0)  # [U, C]
+    logp, entropy = micro.per_sample(logp), micro.per_sample(entropy)  # [B, C]
+    out = loss(
+        logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
+        num_tokens=mini.num_tokens, num_sequences=mini.num_sequences, entropy=entropy,
+    )  # fmt: skip
+    return out, entropy
+
+
 def _grads_finite(module: nn.Module) -> bool:
     """Whether every local gradient (this rank's shard under FSDP) is finite."""
     for p in module.parameters():
@@ -122,6 +142,12 @@ class MSGRPOModule(L.LightningModule):
         eval_greedy: Evaluate with argmax decoding (else sample at the policy temperature).
         max_bad_updates: Stop the run after this many consecutive updates with a non-finite loss or
             gradient (each such update is skipped and counted in ``loss/skipped_updates``).
+        lr_scheduler: Learning-rate scheduler factory over the optimizer, stepped once per MS-GRPO
+            iteration (epoch), e.g. ``torch.optim.lr_scheduler.LinearLR``; None = constant rate.
+        target_kl: Early stopping of an iteration's updates (as in PPO implementations): when a
+            mini-batch finds the policy already further than this approximate KL from the rollout policy,
+            its update and the iteration's remaining ones are skipped (``loss/kl_stopped`` counts the
+            skipped updates). Guards a nearly solved policy against one oversized update. None = off.
     """
 
     def __init__(
@@ -132,14 +158,21 @@ class MSGRPOModule(L.LightningModule):
         max_grad_norm: float | None = 1.0,
         eval_greedy: bool = True,
         max_bad_updates: int = 10,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        target_kl: float | None = None,
     ) -> None:
         super().__init__()
         if max_grad_norm is not None and max_grad_norm <= 0:
             raise ConfigError(f"model.max_grad_norm must be > 0 or null, got {max_grad_norm}")
+        if target_kl is not None and target_kl <= 0:
+            raise ConfigError(f"model.target_kl must be > 0 or null, got {target_kl}")
         self.automatic_optimization = False
         self.policy = policy
         self.loss = loss or MSGRPOLoss()
         self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.target_kl = target_kl
+        self._kl_stopped = 0
         self.max_grad_norm = max_grad_norm
         self.eval_greedy = eval_greedy
         self.max_bad_updates = max_bad_updates
@@ -303,7 +336,11 @@ class MSGRPOModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        return self.optimizer_factory(params)
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_fit_start(self) -> None:
         if self.loss.kl_coef > 0:
@@ -312,6 +349,7 @@ class MSGRPOModule(L.LightningModule):
     # ----- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._update_s, self._update_tokens = 0.0, 0
+        self._kl_stopped = 0
 
     def _log_rollout(self, stats: dict[str, torch.Tensor]) -> None:
         length = stats["length"].clamp(min=1)
@@ -346,6 +384,9 @@ class MSGRPOModule(L.LightningModule):
     def training_step(self, batch: MiniBatch, batch_idx: int) -> None:
         if batch.rollout_stats is not None:
             self._log_rollout(batch.rollout_stats)
+        if self._kl_stopped:  # an earlier mini-batch of this iteration hit target_kl (same on every rank)
+            self._kl_stopped += 1
+            return
         start = time.perf_counter()
         opt = self.optimizers()
         opt.zero_grad()
@@ -361,11 +402,7 @@ class MSGRPOModule(L.LightningModule):
         tokens = 0
         finite = True
         for micro in batch.micro_batches:
-            logp, entropy = self.policy.completion_logprobs(micro)
-            out = self.loss(
-                logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
-                num_tokens=batch.num_tokens, num_sequences=batch.num_sequences,
-            )  # fmt: skip
+            out, entropy = micro_batch_loss(self.policy, self.loss, micro, batch)
             if not torch.isfinite(out.loss):
                 finite = False
                 if self._world()[1] == 1:
@@ -384,8 +421,13 @@ class MSGRPOModule(L.LightningModule):
                 ("ratio", out.ratio_mean),
             ):
                 sums[key] += float(value) * n
-            sums["entropy"] += float((entropy * micro.completion_mask).sum())
+            sums["entropy"] += float((entropy.detach() * micro.completion_mask).sum())
         finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite and self.target_kl is not None and self._moved_too_far(sums["approx_kl"] / max(tokens, 1)):
+            opt.zero_grad()
+            self._kl_stopped = 1
+            self._update_s += time.perf_counter() - start
+            return
         if finite and self.max_grad_norm is not None:
             self._clip_gradients(opt)
         if finite:
@@ -421,7 +463,19 @@ class MSGRPOModule(L.LightningModule):
                 self.log(f"loss/{key}", sums[key] / tokens, on_step=False, on_epoch=True)
             self.log("loss/ratio_mean", sums["ratio"] / tokens, on_step=False, on_epoch=True)
 
+    def _moved_too_far(self, approx_kl: float) -> bool:
+        """Whether the policy is further than ``target_kl`` from the rollout policy (mean over ranks)."""
+        value = torch.tensor(approx_kl, device=self.device)
+        if self._world()[1] > 1:
+            value = self.trainer.strategy.reduce(value, reduce_op="mean")
+        return float(value) > self.target_kl  # type: ignore[operator]
+
     def on_train_epoch_end(self) -> None:
+        self.log("loss/kl_stopped", float(self._kl_stopped), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log("loss/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # manual optimization: Lightning leaves stepping to the module
+            scheduler.step()
         self.log("perf/update_s", self._update_s, on_step=False, on_epoch=True)
         self.log("perf/tokens_per_s", self._update_tokens / max(self._update_s, 1e-9), on_step=False, on_epoch=True)
         self.log("perf/peak_memory_mb", peak_memory_mb(self.device), on_step=False, on_epoch=True, reduce_fx="max")

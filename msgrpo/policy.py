@@ -374,7 +374,7 @@ class LanguagePolicy(nn.Module):
         return next(self.model.parameters()).device
 
     def _score(
-        self, model: nn.Module, batch: MicroBatch, with_entropy: bool
+        self, model: nn.Module, batch: MicroBatch, with_entropy: bool, entropy_grad: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         c = batch.completion_len
         position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -396,21 +396,25 @@ class LanguagePolicy(nn.Module):
         logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)  # [B, C]
         entropy = None
         if with_entropy:
-            with torch.no_grad():
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
                 p = logp_all.exp()
                 entropy = -(p * logp_all.masked_fill(p == 0, 0.0)).sum(-1)  # [B, C]
         return logp, entropy
 
-    def completion_logprobs(self, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def completion_logprobs(self, batch: MicroBatch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (with gradients) and entropies of the completion tokens.
 
+        Args:
+            batch: The micro-batch.
+            entropy_grad: Keep the entropies' gradient (for an entropy bonus in the loss).
+
         Returns:
-            ``logprobs [B, C]`` and ``entropy [B, C]`` (no gradient); padded positions hold junk and
-            must be masked with ``batch.completion_mask``.
+            ``logprobs [B, C]`` and ``entropy [B, C]`` (no gradient unless ``entropy_grad``); padded
+            positions hold junk and must be masked with ``batch.completion_mask``.
         """
         if self.gradient_checkpointing and not getattr(self.model, "is_gradient_checkpointing", False):
             self.model.gradient_checkpointing_enable()
-        logp, entropy = self._score(self.model, batch, with_entropy=True)
+        logp, entropy = self._score(self.model, batch, with_entropy=True, entropy_grad=entropy_grad)
         return logp, entropy  # type: ignore[return-value]
 
     @torch.no_grad()

@@ -123,6 +123,10 @@ class MicroBatch:
         old_logprobs: ``[B, C]`` float.
         advantages: ``[B]`` float.
         ref_logprobs: ``[B, C]`` float or None.
+        rows: ``[B]`` long, or None. Identical samples (same prompt and completion, e.g. the episodes of
+            a group in the same state choosing the same move) share one row of ``input_ids`` and
+            ``attention_mask``, which then hold ``U <= B`` rows, and ``rows[b]`` is sample ``b``'s row.
+            None means one row per sample (``U = B``).
     """
 
     input_ids: torch.Tensor
@@ -131,6 +135,11 @@ class MicroBatch:
     old_logprobs: torch.Tensor
     advantages: torch.Tensor
     ref_logprobs: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+
+    def per_sample(self, per_row: torch.Tensor) -> torch.Tensor:
+        """Expand a ``[U, ...]`` result computed on the distinct rows of ``input_ids`` to ``[B, ...]``."""
+        return per_row if self.rows is None else per_row[self.rows]
 
     @property
     def completion_len(self) -> int:

@@ -62,3 +62,25 @@ def test_minibatches_count_tokens_and_sequences():
     assert len(out) == 2
     assert sum(m.num_tokens for m in out) == 10 and [m.num_sequences for m in out] == [2, 2]
     assert sum(int(mb.completion_mask.sum()) for m in out for mb in m.micro_batches) == 10
+
+
+def test_collate_gives_identical_sequences_one_row():
+    a, b = _sample(2, 1, 1.0), _sample(3, 1, -1.0)
+    a_again = StepSample(a.prompt_ids.clone(), a.completion_ids.clone(), torch.tensor([-2.0]), 0.5)
+    mb = collate([a, b, a_again], pad_id=0)
+    assert mb.input_ids.tolist() == [[0, 1, 2, 100], [1, 2, 3, 100]]  # U = 2 distinct rows
+    assert mb.rows.tolist() == [0, 1, 0]
+    # per-sample tensors keep one row per sample (B = 3)
+    assert mb.advantages.tolist() == [1.0, -1.0, 0.5]
+    assert mb.old_logprobs.tolist() == [[-1.0], [-1.0], [-2.0]]
+    assert mb.per_sample(torch.tensor([[10.0], [20.0]])).tolist() == [[10.0], [20.0], [10.0]]
+    plain = collate([a, b, a_again], pad_id=0, dedupe=False)
+    assert plain.rows is None and plain.input_ids.shape[0] == 3
+    assert collate([a, b], pad_id=0).rows is None  # nothing repeated: one row per sample
+
+
+def test_pack_by_budget_counts_a_repeated_sequence_once():
+    same = [_sample(8, 2, adv) for adv in (1.0, -1.0, 0.5, 2.0)]  # 10 tokens each, identical ids
+    groups = pack_by_budget(same, token_budget=10)
+    assert [len(g) for g in groups] == [4]  # one distinct row of 10 tokens fits the budget
+    assert [len(g) for g in pack_by_budget(same, token_budget=10, dedupe=False)] == [1, 1, 1, 1]

@@ -60,6 +60,8 @@ def test_update_benchmark(capsys):
     assert_finite(result, ["ratio", "real_tokens_per_s", "bare_tokens_per_s", "real_tokens", "bare_tokens"])
     assert result["real_micro_batches"] >= 2  # the budget splits the mini-batch
     assert result["ratio"] > 0
+    assert_finite(result, ["dedupe_speedup", "deduped_s"])
+    assert 0 < result["deduped_tokens_computed"] <= result["real_tokens"]  # never more work than without
 
 
 def test_scaling_benchmark(capsys):

@@ -6,7 +6,7 @@ import torch
 from msgrpo.batching import minibatches
 from msgrpo.components.games import FrozenLake
 from msgrpo.loss import MSGRPOLoss
-from msgrpo.module import MSGRPOModule
+from msgrpo.module import MSGRPOModule, micro_batch_loss
 from msgrpo.types import MiniBatch, StepSample
 
 
@@ -35,11 +35,7 @@ def _gradients(module: MSGRPOModule, batch: MiniBatch) -> dict[str, torch.Tensor
     """The gradient ``MSGRPOModule.training_step`` accumulates over the mini-batch's micro-batches."""
     module.policy.zero_grad(set_to_none=True)
     for micro in batch.micro_batches:
-        logp, _ = module.policy.completion_logprobs(micro)
-        out = module.loss(
-            logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
-            num_tokens=batch.num_tokens, num_sequences=batch.num_sequences,
-        )  # fmt: skip
+        out, _ = micro_batch_loss(module.policy, module.loss, micro, batch)
         out.loss.backward()
     return {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
 
@@ -67,3 +63,31 @@ def test_micro_batch_split_does_not_change_gradients(tiny_policy_factory, loss):
     for name in g_whole:
         assert torch.allclose(g_whole[name], g_split[name], rtol=1e-4, atol=1e-6), name
     assert any(g.abs().sum() > 0 for g in g_whole.values())
+
+
+def test_computing_repeated_sequences_once_does_not_change_gradients(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=6, temperature=0.8)
+    module = MSGRPOModule(policy, loss=MSGRPOLoss(entropy_coef=0.01))
+    policy.train()
+    samples = _samples(policy, n=6)
+    rng = torch.Generator().manual_seed(2)
+    repeats = [  # the same sequences again, with their own rollout log-probs and advantages
+        StepSample(
+            s.prompt_ids,
+            s.completion_ids,
+            s.old_logprobs + 0.1 * torch.randn(s.old_logprobs.shape, generator=rng),
+            -s.advantage,
+        )
+        for s in samples[:4]
+    ]
+    pad = policy.tokenizer.pad_token_id
+    deduped, plain = (
+        minibatches(samples + repeats, 1, 10**6, pad, torch.Generator().manual_seed(0), dedupe=d)[0]
+        for d in (True, False)
+    )
+    (micro,) = deduped.micro_batches
+    assert micro.input_ids.shape[0] == 6 and micro.advantages.shape[0] == 10  # 6 distinct rows, 10 samples
+    g_dedupe, g_plain = _gradients(module, deduped), _gradients(module, plain)
+    assert g_dedupe.keys() == g_plain.keys() and len(g_dedupe) > 0
+    for name in g_dedupe:
+        assert torch.allclose(g_dedupe[name], g_plain[name], rtol=1e-4, atol=1e-6), name

@@ -98,3 +98,24 @@ def test_kl_needs_reference_and_bad_values():
         MSGRPOLoss(clip_eps=0.0)
     with pytest.raises(ConfigError, match="aggregation"):
         MSGRPOLoss(aggregation="mean")
+
+
+def test_entropy_bonus_by_hand():
+    # ratio 1 and A = 0: the loss is only the entropy bonus. Token entropies 0.5 and 1.5, token mean 1.0.
+    new = torch.zeros(1, 2)
+    entropy = torch.tensor([[0.5, 1.5]], requires_grad=True)
+    out = MSGRPOLoss(entropy_coef=0.1)(new, new.clone(), torch.tensor([0.0]), torch.ones(1, 2), entropy=entropy)
+    assert out.loss.item() == pytest.approx(-0.1 * 1.0)
+    out.loss.backward()
+    # d loss / d H_t = -coef / num_tokens = -0.05 for both tokens
+    assert entropy.grad.flatten().tolist() == pytest.approx([-0.05, -0.05])
+    assert out.policy_loss.item() == 0.0  # the bonus is not part of the policy term
+    off = MSGRPOLoss()(new, new.clone(), torch.tensor([0.0]), torch.ones(1, 2), entropy=entropy)
+    assert off.loss.item() == 0.0  # coefficient 0: entropy is ignored
+
+
+def test_entropy_bonus_needs_entropy_and_is_non_negative():
+    with pytest.raises(ValueError, match="entropy"):
+        MSGRPOLoss(entropy_coef=0.1)(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1), torch.ones(1, 1))
+    with pytest.raises(ConfigError, match="entropy_coef"):
+        MSGRPOLoss(entropy_coef=-0.1)

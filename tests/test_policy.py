@@ -38,7 +38,9 @@ def test_rollout_logprobs_match_training_logprobs(tiny_policy_factory, kwargs):
     mask = batch.completion_mask.bool()
     assert torch.allclose(logp[mask], batch.old_logprobs[mask], atol=1e-4)
     assert entropy.shape == logp.shape and (entropy[mask] > 0).all()
-    assert logp.requires_grad
+    assert logp.requires_grad and not entropy.requires_grad
+    _, entropy_grad = policy.completion_logprobs(batch, entropy_grad=True)  # for an entropy bonus
+    assert entropy_grad.requires_grad and torch.allclose(entropy_grad.detach(), entropy)
 
 
 def test_generation_is_seeded_and_greedy_is_deterministic(tiny_policy):

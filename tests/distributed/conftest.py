@@ -13,5 +13,3 @@ def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     """A 2-process ``ddp`` fit on the CPU (gloo), shared by the tests that compare against it."""
     root = tmp_path_factory.mktemp("ddp")
     return root, run_worker(root, "--trainer.strategy=ddp", "--trainer.devices=2")
-
-

@@ -46,6 +46,36 @@ def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() or list(tmp_path.rglob("last.ckpt"))
 
 
+def test_lr_scheduler_steps_once_per_iteration(tmp_path):
+    cli = frozen_lake.main(
+        [
+            "fit",
+            *_fast(tmp_path),
+            "--trainer.max_epochs=3",
+            "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+            "--model.lr_scheduler.step_size=1",
+            "--model.lr_scheduler.gamma=0.5",
+        ]
+    )
+    lr = cli.config.fit.model.optimizer.init_args.lr
+    logged = [h["loss/lr"] for h in cli.model.history]
+    assert logged == pytest.approx([lr, lr / 2, lr / 4])  # the rate each iteration trained with
+    assert cli.model.optimizers().param_groups[0]["lr"] == pytest.approx(lr / 8)
+
+
+def test_target_kl_stops_the_iterations_remaining_updates(tmp_path):
+    args = ["fit", *_fast(tmp_path), "--trainer.max_epochs=1", "--data.num_minibatches=3"]
+    args += ["--data.sampler.init_args.num_episodes=4", "--model.optimizer.init_args.lr=0.1"]  # a big first step
+    free = frozen_lake.main([*args, "--model.target_kl=null"])
+    assert free.model.history[-1]["loss/kl_stopped"] == 0.0
+    # the first mini-batch is on-policy (approximate KL 0) and updates; after it the policy has moved by
+    # more than 1e-8 (5e-8 here), so the second and third mini-batches are skipped
+    stopped = frozen_lake.main([*args, "--model.target_kl=1e-8"])
+    assert stopped.model.history[-1]["loss/kl_stopped"] == 2.0
+    with pytest.raises(SystemExit):
+        frozen_lake.main([*args, "--model.target_kl=0"])
+
+
 def test_components_swap_by_short_name_and_test_writes_json(tmp_path):
     cli = frozen_lake.main(
         [
