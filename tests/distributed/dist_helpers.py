@@ -24,9 +24,11 @@ FAST = [
     "--data.sampler.init_args.num_episodes=2",
     "--data.eval_episodes=5",
     "--data.eval_scenarios=[train]",
-    # invalid answers (the untrained tiny model) play random moves drawn from the episode's seed:
-    # episodes differ, so returns and evaluation results are not all alike
+    # invalid answers (the untrained tiny model) play random moves drawn from the env's seeded RNG, on a
+    # random map per group (the recipe's default is the classic map): returns and evaluation results
+    # are not all alike
     "--data.game.init_args.fallback=random",
+    "--data.game.init_args.map_name=null",
     # parameters move only through gradients (no weight decay): "changed" means "learned"
     "--model.optimizer.init_args.weight_decay=0",
     # the smallest tiny model (the recipe's may grow): these tests check mechanics, not learning speed
