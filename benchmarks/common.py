@@ -34,8 +34,6 @@ def evaluate_modes(module, scenario, modes=("greedy", "sampled")) -> dict[str, d
     greedy = module.eval_greedy
     out = {}
     for mode in modes:
-        if mode not in ("greedy", "sampled"):
-            raise SystemExit(f"error: unknown decoding mode {mode!r}; use greedy and/or sampled")
         module.eval_greedy = mode == "greedy"
         out[mode] = module.evaluate(scenario)
     module.eval_greedy = greedy

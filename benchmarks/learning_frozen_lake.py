@@ -35,6 +35,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--modes", default="greedy,sampled", help="decoding modes to evaluate")
     parser.add_argument("overrides", nargs="*", help="extra recipe arguments, e.g. --model.optimizer.init_args.lr=3e-3")
     args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    if unknown := set(modes) - {"greedy", "sampled"}:
+        parser.error(f"unknown decoding mode(s) {sorted(unknown)}; use greedy and/or sampled")
 
     overlays = [f"--config={config_path(c) if os.sep not in c else c}" for c in args.config]
     extra = [*overlays, f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenario}]"]
@@ -44,7 +47,6 @@ def main(argv=None) -> dict:
     )
     module, data = cli.model, cli.datamodule
     scenario = data.panel[0]
-    modes = args.modes.split(",")
     initial = evaluate_modes(module, scenario, modes)
     print(f"initial: {json.dumps({k: v['success_rate'] for k, v in initial.items()})}", flush=True)
     start = time.perf_counter()

@@ -42,8 +42,8 @@ def main(argv=None) -> dict:
         "--data.game.init_args.map_name=null",  # random maps, as measured
         f"--model.policy.init_args.max_new_tokens={args.max_new_tokens}",
     ]
-    if args.model == "smollm2" and args.max_new_tokens > 8:
-        extra.append("--model.policy.init_args.response_prefix=")  # the full <think>/<action> format
+    if args.model == "smollm2":  # the full <think>/<action> answer format, as measured (the heavier case)
+        extra.append("--model.policy.init_args.response_prefix=")
     if args.model == "smollm2":
         extra = [f"--config={config_path('smollm2.yaml')}", *extra]
     else:

@@ -6,26 +6,13 @@ import json
 
 import pytest
 import torch
+from fast_fit import FAST_FIT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from msgrpo import export
 from msgrpo.recipes import frozen_lake
 
-FAST = [
-    "--trainer.max_epochs=2",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.limit_val_batches=0",
-    "--data.num_groups=2",
-    "--data.group_size=2",
-    "--data.sampler.init_args.num_episodes=2",
-    "--data.eval_episodes=2",
-    "--data.game.init_args.fallback=random",
-    # the smallest tiny model (the recipe's may grow): these tests check mechanics, not learning speed
-    "--model.policy.init_args.tiny.hidden_size=64",
-    "--model.policy.init_args.tiny.intermediate_size=128",
-]
+FAST = [*FAST_FIT, "--trainer.max_epochs=2"]
 
 
 def _train(root, *extra):
