@@ -1,7 +1,9 @@
 """Does the Snake recipe learn? Train the random-init tiny model, compare with reference policies.
 
-Evaluates, on the Snake scenario panel (fixed seeds), the initial policy, the trained policy (greedy
-decoding), a random policy and the greedy scripted policy (shortest safe path to the nearest apple).
+Evaluates, on the Snake scenario panel (fixed seeds), the initial and the trained policy (greedy
+decoding as ``initial``/``trained``, sampled at the policy temperature, seeded, as
+``initial_sampled``/``trained_sampled``), a random policy and the greedy scripted policy (shortest safe
+path to the nearest apple).
 Prints one JSON line (last) with each policy's mean return and death rate per scenario; the death rate is
 the fraction of episodes the learning snake did not survive (1 - success rate).
 
@@ -14,7 +16,7 @@ import argparse
 import json
 import time
 
-from common import build_recipe, curve
+from common import build_recipe, curve, evaluate_modes
 
 from msgrpo.evaluation import summarize
 from msgrpo.reference import RandomPolicy, SnakeGreedy, play_reference
@@ -45,20 +47,27 @@ def main(argv=None) -> dict:
     module, data = cli.model, cli.datamodule
     results: dict[str, dict[str, dict[str, float]]] = {
         "initial": {},
+        "initial_sampled": {},
         "trained": {},
+        "trained_sampled": {},
         "random": {},
         "greedy": {},
     }
     for scenario in data.panel:
-        results["initial"][scenario.name] = figures(module.evaluate(scenario))
+        modes = evaluate_modes(module, scenario)
+        results["initial"][scenario.name] = figures(modes["greedy"])
+        results["initial_sampled"][scenario.name] = figures(modes["sampled"])
         for name, policy in (("random", RandomPolicy(seed=args.seed)), ("greedy", SnakeGreedy())):
             results[name][scenario.name] = figures(summarize(play_reference(policy, scenario)))
     print(f"initial: {json.dumps(results['initial'])}", flush=True)
+    print(f"initial, sampled: {json.dumps(results['initial_sampled'])}", flush=True)
     start = time.perf_counter()
     cli.trainer.fit(module, datamodule=data)
     wall = time.perf_counter() - start
     for scenario in data.panel:
-        results["trained"][scenario.name] = figures(module.evaluate(scenario))
+        modes = evaluate_modes(module, scenario)
+        results["trained"][scenario.name] = figures(modes["greedy"])
+        results["trained_sampled"][scenario.name] = figures(modes["sampled"])
 
     def mean_over(policy: str, key: str) -> float:
         values = [v[key] for v in results[policy].values()]
@@ -73,6 +82,7 @@ def main(argv=None) -> dict:
         "eval_episodes": args.episodes,
         "panel_mean": summary,
         "trained_beats_random": summary["trained"]["return_mean"] > summary["random"]["return_mean"],
+        "trained_sampled_beats_random": summary["trained_sampled"]["return_mean"] > summary["random"]["return_mean"],
         "scenarios": results,
         "train_rollout_return_curve": curve(module.history, "rollout/return_mean"),
     }

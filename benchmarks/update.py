@@ -1,7 +1,8 @@
 """Update speed: the training step's real path against a bare forward+backward over the same tokens.
 
-Rolls out Frozen Lake episodes with the policy to get real step samples (prompt ids, completion ids,
-rollout log-probs; random advantages), then times one optimisation pass over them two ways:
+Rolls out Frozen Lake (or, ``--game snake``, Snake) episodes with the policy to get real step samples
+(prompt ids, completion ids, rollout log-probs; random advantages), then times one optimisation pass over
+them two ways:
 
 * ``real``: what ``MSGRPOModule.training_step`` does for a mini-batch: ``minibatches`` (shuffle,
   length bucketing, token-budget packing, ``collate`` padding), then per micro-batch
@@ -14,13 +15,19 @@ rollout log-probs; random advantages), then times one optimisation pass over the
 
 A third pass, ``deduped``, is the training step's default: the ``real`` path with identical sequences
 (episodes of a group in the same state choosing the same move) computed once; ``dedupe_speedup`` is
-``real_s / deduped_s`` on the same samples. None includes the optimizer step.
+``real_s / deduped_s`` on the same samples. A fourth, ``unshared``, is the ``real`` path with
+``share_prefill`` off, so every row runs its whole prompt, including the prefix all rows share (system
+message, fixed start of the observation), which ``real`` runs once per micro-batch;
+``prefix_sharing_speedup`` is ``unshared_s / real_s`` and ``ratio_unshared`` the ``ratio`` of that pass
+(the padding and bookkeeping overhead alone, as the bare pass runs every token). None includes the
+optimizer step.
 ``ratio = real tokens/s / bare tokens/s`` where tokens are real
 (unpadded) prompt + completion tokens; each pass runs ``--repeats`` times, interleaved, and the fastest
 of each is reported (the least disturbed on a shared machine). Prints progress lines, then one JSON line (last).
 
     python benchmarks/update.py
     python benchmarks/update.py --model 10m
+    python benchmarks/update.py --game snake --max-new-tokens 1
 """
 
 from __future__ import annotations
@@ -38,17 +45,17 @@ MODELS = {
 }
 
 
-def make_samples(policy, groups: int, group_size: int, seed: int) -> list:
-    """Step samples of a Frozen Lake rollout, with standard-normal advantages."""
+def make_samples(policy, groups: int, group_size: int, seed: int, game: str = "frozen_lake") -> list:
+    """Step samples of a Frozen Lake (or Snake) rollout, with standard-normal advantages."""
     import torch
 
-    from msgrpo.components.games import FrozenLake
+    from msgrpo.components.games import FrozenLake, Snake
     from msgrpo.rollout import play
     from msgrpo.types import StepSample
 
     episodes = play(
         policy,
-        FrozenLake(max_steps=8),
+        FrozenLake(max_steps=8) if game == "frozen_lake" else Snake(fallback="random"),
         [2000 + g for g in range(groups)],
         group_size,
         generator=torch.Generator().manual_seed(seed),
@@ -58,7 +65,9 @@ def make_samples(policy, groups: int, group_size: int, seed: int) -> list:
     return [StepSample(s.prompt_ids, s.completion_ids, s.logprobs, a) for s, a in zip(steps, advantages)]
 
 
-def real_pass(policy, loss_fn, samples: list, token_budget: int, seed: int, dedupe: bool = False) -> tuple[int, int]:
+def real_pass(
+    policy, loss_fn, samples: list, token_budget: int, seed: int, dedupe: bool = False, share: bool = True
+) -> tuple[int, int]:
     """One mini-batch through the training step's path (see the module docstring).
 
     Returns:
@@ -69,6 +78,7 @@ def real_pass(policy, loss_fn, samples: list, token_budget: int, seed: int, dedu
     from msgrpo.batching import minibatches
     from msgrpo.module import micro_batch_loss
 
+    policy.share_prefill = share
     policy.zero_grad(set_to_none=True)
     gen = torch.Generator().manual_seed(seed)
     (batch,) = minibatches(samples, 1, token_budget, policy.tokenizer.pad_token_id, gen, dedupe=dedupe)
@@ -132,6 +142,7 @@ def timed(fns: dict, repeats: int) -> dict[str, tuple[float, tuple]]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
+    parser.add_argument("--game", choices=["frozen_lake", "snake"], default="frozen_lake")
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="completion length limit of the rollout")
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     policy = LanguagePolicy(max_new_tokens=args.max_new_tokens, seed=args.seed, tiny=TinySettings(**MODELS[args.model]))
     params = sum(p.numel() for p in policy.parameters())
     print(f"model {args.model}: {params / 1e6:.2f}M parameters, {torch.get_num_threads()} threads", flush=True)
-    samples = make_samples(policy, args.groups, args.group_size, args.seed)
+    samples = make_samples(policy, args.groups, args.group_size, args.seed, args.game)
     policy.train()
     loss_fn = MSGRPOLoss()
 
@@ -169,12 +180,15 @@ def main(argv: list[str] | None = None) -> dict:
             "real": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed),
             "bare": lambda: bare_pass(policy.model, rows, args.token_budget, keep),
             "deduped": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, dedupe=True),
+            "unshared": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, share=False),
         },
         args.repeats,
     )
     real_s, (real_tokens, real_micro) = times["real"]
     bare_s, (bare_tokens, bare_micro) = times["bare"]
     dedupe_s, (dedupe_tokens, _) = times["deduped"]
+    unshared_s = times["unshared"][0]
+    policy.share_prefill = True
     print(f"real: {real_tokens} tokens in {real_micro} micro-batches, {real_s:.3f} s", flush=True)
     print(f"bare: {bare_tokens} tokens in {bare_micro} micro-batches, {bare_s:.3f} s", flush=True)
 
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     bare_tps = bare_tokens / max(bare_s, 1e-9)
     result = {
         "model": args.model,
+        "game": args.game,
         "parameters": params,
         "threads": torch.get_num_threads(),
         "samples": len(samples),
@@ -210,6 +225,10 @@ def main(argv: list[str] | None = None) -> dict:
         "deduped_tokens_computed": dedupe_tokens,
         "deduped_s": round(dedupe_s, 4),
         "dedupe_speedup": round(real_s / max(dedupe_s, 1e-9), 2),
+        # every row running its whole prompt (share_prefill off) against the shared prefix run once
+        "unshared_s": round(unshared_s, 4),
+        "ratio_unshared": round(real_tokens / max(unshared_s, 1e-9) / max(bare_tps, 1e-9), 3),
+        "prefix_sharing_speedup": round(unshared_s / max(real_s, 1e-9), 2),
     }
     print(json.dumps(result), flush=True)
     return result

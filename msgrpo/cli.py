@@ -91,15 +91,22 @@ class MSGRPOCLI(LightningCLI):
         log_dir = self._log_dir()  # a collective under DDP/FSDP: every rank asks
         if self.trainer.global_rank != 0 or not module.history:
             return
-        first, last = module.history[0], module.history[-1]
+        # one iteration's rollouts are noisy (Snake's start states vary a lot): average a few at each end
+        window = max(1, min(10, len(module.history) // 2))
+        first, last = module.history[:window], module.history[-window:]
 
-        def fmt(row, key):
-            return f"{row[key]:.2f}" if key in row else "n/a"
+        def fmt(rows, key):
+            values = [row[key] for row in rows if key in row]
+            return f"{sum(values) / len(values):.2f}" if values else "n/a"
 
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
+        game = getattr(self.datamodule, "game", None)
+        meaning = f" ({game.success_meaning})" if getattr(game, "success_meaning", "") else ""
         print(
-            f"\nmsgrpo: trained {len(module.history)} iterations. Training rollouts: success rate "
+            f"\nmsgrpo: trained {len(module.history)} iterations. Training rollouts"
+            + (f" (mean of the first and last {window} iterations)" if window > 1 else "")
+            + f": success rate{meaning} "
             f"{fmt(first, 'rollout/success_rate')} -> {fmt(last, 'rollout/success_rate')}, mean return "
             f"{fmt(first, 'rollout/return_mean')} -> {fmt(last, 'rollout/return_mean')}, invalid actions "
             f"{fmt(first, 'rollout/invalid_action_rate')} -> {fmt(last, 'rollout/invalid_action_rate')}."
@@ -108,7 +115,8 @@ class MSGRPOCLI(LightningCLI):
             flush=True,
         )
         if module.eval_results:
-            print("Last evaluation:\n" + format_table(module.eval_results), flush=True)
+            legend = f" (success = {game.success_meaning})" if meaning else ""
+            print(f"Last evaluation{legend}:\n" + format_table(module.eval_results), flush=True)
 
     def _after_eval(self) -> None:
         module: MSGRPOModule = self.model

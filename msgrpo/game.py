@@ -114,6 +114,8 @@ class TextGame(ABC):
     noop_action: int | None = None
     #: The env settings of this game (constructor keyword arguments), used by :meth:`with_settings`.
     settings: dict[str, Any] = {}
+    #: What :meth:`is_success` means in this game, in a few words (shown in the end-of-training summary).
+    success_meaning: str = "positive final reward"
 
     def __init__(
         self,

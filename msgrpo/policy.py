@@ -114,7 +114,13 @@ class LanguagePolicy(nn.Module):
         tiny: Shape of the tiny preset.
         share_prefill: In a generate call, prefill the token prefix common to all prompts once and each
             distinct prompt once, broadcasting their KV caches (same distribution up to float rounding,
-            much less prefill compute when prompts share a system message or a state).
+            much less prefill compute when prompts share a system message or a state). Scoring (the
+            training forward and backward passes) likewise runs the common prefix once per micro-batch,
+            its gradient gathered from every row.
+
+    Attributes:
+        lockstep: Set by the training module when parameters are sharded (FSDP): every rank must run
+            the same forward passes, so scoring adds no data-dependent prefix pass.
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class LanguagePolicy(nn.Module):
         self.response_prefix = response_prefix
         self.gradient_checkpointing = gradient_checkpointing
         self.share_prefill = share_prefill
+        self.lockstep = False
         self.uses_lora = lora is not None
         model, self.tokenizer = self._load(model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny)
         self.tokenizer.padding_side = "left"
@@ -373,19 +380,85 @@ class LanguagePolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def score_prefix_len(self, batch: MicroBatch) -> int:
+        """Length of the prompt-token prefix every row of ``batch`` shares, which scoring runs only once.
+
+        The longest common prefix of the rows' prompts (after their left padding), kept at least one
+        token short of the shortest prompt; 0 (no sharing) for a single row, when ``share_prefill`` is
+        off, under gradient checkpointing or :attr:`lockstep`, or below ``MIN_SHARED_PREFIX`` tokens.
+        """
+        rows = batch.input_ids.shape[0]
+        if not self.share_prefill or self.lockstep or self.gradient_checkpointing or rows < 2:
+            return 0
+        starts = self._prompt_starts(batch)  # [U]
+        width = batch.input_ids.shape[1] - batch.completion_len  # P
+        limit = width - int(starts.max()) - 1
+        if limit < MIN_SHARED_PREFIX:
+            return 0
+        cols = starts[:, None] + torch.arange(limit, device=starts.device)[None]  # [U, limit]
+        tokens = batch.input_ids.gather(1, cols)
+        same = (tokens == tokens[:1]).all(0)  # [limit]
+        n = limit if bool(same.all()) else int(same.logical_not().nonzero()[0])
+        return n if n >= MIN_SHARED_PREFIX else 0
+
+    @staticmethod
+    def _prompt_starts(batch: MicroBatch) -> torch.Tensor:
+        """Column of each row's first real token (prompts are left padded). ``[U]`` long."""
+        return batch.attention_mask.argmax(-1)
+
+    def _forward_scores(self, model: nn.Module, batch: MicroBatch) -> torch.Tensor:
+        """Logits at positions ``P-1 .. P+C-1`` of every row. ``[U, C + 1, V]``.
+
+        With a shared prefix of ``S`` tokens (:meth:`score_prefix_len`) the prefix runs once as one row
+        and its KV cache is broadcast (with gradient) to every row, which then runs only the rest of its
+        sequence: the last ``W`` columns of ``input_ids``, with the prefix tokens and padding in them
+        masked out. Same logits up to float rounding.
+        """
+        c = batch.completion_len
+        shared = self.score_prefix_len(batch)
+        if not shared:
+            position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+            return model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=position_ids,
+                logits_to_keep=c + 1,  # logits at positions P-1 .. P+C-1; the last is not needed
+                use_cache=False,
+            ).logits
+        ids, mask = batch.input_ids, batch.attention_mask
+        starts = self._prompt_starts(batch)  # [U]
+        total = ids.shape[1]
+        width = total - int(starts.min()) - shared  # W: the longest row's rest
+        first = int(starts[0])
+        prefix = ids[:1, first : first + shared]  # [1, S]
+        cache = DynamicCache()
+        model(
+            input_ids=prefix,
+            attention_mask=torch.ones_like(prefix),
+            position_ids=torch.arange(shared, device=ids.device)[None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.reorder_cache(torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device))  # [U] rows
+        cols = torch.arange(total - width, total, device=ids.device)  # original column of each rest column
+        rest_mask = mask[:, -width:] * (cols[None] >= (starts + shared)[:, None])  # [U, W]
+        full_mask = torch.cat([rest_mask.new_ones((ids.shape[0], shared)), rest_mask], dim=1)  # [U, S + W]
+        position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [U, W]
+        return model(
+            input_ids=ids[:, -width:],
+            attention_mask=full_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=c + 1,
+        ).logits
+
     def _score(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool, entropy_grad: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         c = batch.completion_len
-        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=c + 1,  # logits at positions P-1 .. P+C-1; the last is not needed
-            use_cache=False,
-        )
-        logits = out.logits[:, :-1].float() / self.temperature  # [B, C, V]
+        logits = self._forward_scores(model, batch)[:, :-1].float() / self.temperature  # [B, C, V]
         logits = (
             torch.stack([_truncate(logits[:, t], self.top_k, self.top_p) for t in range(c)], 1)
             if (self.top_k > 0 or self.top_p < 1.0)

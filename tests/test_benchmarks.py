@@ -54,14 +54,17 @@ def test_rollout_benchmark(capsys):
     assert 0 < result["model_time_share"] <= 1
 
 
-def test_update_benchmark(capsys):
-    argv = ["--groups", "1", "--group-size", "2", "--max-new-tokens", "4", "--token-budget", "600", "--repeats", "1"]
-    result = run("update", argv, capsys)
+@pytest.mark.parametrize("game", ["frozen_lake", "snake"])
+def test_update_benchmark(capsys, game):
+    argv = ["--groups", "1", "--group-size", "2", "--max-new-tokens", "4", "--token-budget", "1300", "--repeats", "1"]
+    result = run("update", [*argv, "--game", game], capsys)
+    assert result["game"] == game
     assert_finite(result, ["ratio", "real_tokens_per_s", "bare_tokens_per_s", "real_tokens", "bare_tokens"])
     assert result["real_micro_batches"] >= 2  # the budget splits the mini-batch
     assert result["ratio"] > 0
     assert_finite(result, ["dedupe_speedup", "deduped_s"])
     assert 0 < result["deduped_tokens_computed"] <= result["real_tokens"]  # never more work than without
+    assert_finite(result, ["prefix_sharing_speedup", "unshared_s"])
 
 
 def test_scaling_benchmark(capsys):
@@ -105,3 +108,25 @@ def test_shared_prefill_samples_like_a_plain_prefill(tiny_policy_factory):
         assert torch.allclose(c, d, atol=1e-5)
     # the same prompt's rows draw their own samples
     assert len({tuple(out[True].completion_ids[i].tolist()) for i in (0, 2, 5)}) > 1
+
+
+def test_learning_snake_benchmark_reports_every_policy(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
+    monkeypatch.setenv("MSGRPO_THREADS", str(torch.get_num_threads()))
+    argv = ["--max-iterations", "1", "--episodes", "2", "--out", str(tmp_path), "--"]
+    small = ["--data.num_groups=2", "--data.group_size=2", "--data.sampler.init_args.num_episodes=2"]
+    result = load("learning_snake").main([*argv, *small])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
+    assert result["iterations"] == 1 and result["eval_episodes"] == 2
+    policies = {"initial", "initial_sampled", "trained", "trained_sampled", "random", "greedy"}
+    assert set(result["panel_mean"]) == policies
+    for policy in policies:
+        assert set(result["scenarios"][policy]) == {"default-8", "long-20", "poison", "two-opponents"}
+        for figures in result["scenarios"][policy].values():
+            assert 0.0 <= figures["death_rate"] <= 1.0 and math.isfinite(figures["return_mean"])
+    mean = result["panel_mean"]
+    assert result["trained_beats_random"] == (mean["trained"]["return_mean"] > mean["random"]["return_mean"])
+    assert result["trained_sampled_beats_random"] == (
+        mean["trained_sampled"]["return_mean"] > mean["random"]["return_mean"]
+    )
+    assert mean["greedy"]["death_rate"] <= mean["random"]["death_rate"]  # the scripted player survives more

@@ -43,6 +43,37 @@ def test_rollout_logprobs_match_training_logprobs(tiny_policy_factory, kwargs):
     assert entropy_grad.requires_grad and torch.allclose(entropy_grad.detach(), entropy)
 
 
+def test_shared_prefix_scoring_matches_plain_scoring_with_gradients(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=3)
+    prompts = _prompts(policy, n=4)  # several prompt lengths: left padding inside the rest is exercised
+    assert len({p.numel() for p in prompts}) > 1
+    batch = _batch(policy, prompts, policy.generate(prompts, generator=torch.Generator().manual_seed(1)))
+    shared = policy.score_prefix_len(batch)
+    lengths = [p.numel() for p in prompts]
+    common = next(i for i in range(min(lengths)) if len({int(p[i]) for p in prompts}) > 1)
+    assert shared == common > 16  # the system message and the fixed start of the observation
+
+    def run(share: bool):
+        policy.share_prefill = share
+        policy.model.zero_grad()
+        logp, entropy = policy.completion_logprobs(batch)
+        (logp * batch.completion_mask).sum().backward()
+        grads = [p.grad.clone() for p in policy.model.parameters()]
+        return logp.detach(), entropy, grads
+
+    logp_s, ent_s, grads_s = run(True)
+    logp_p, ent_p, grads_p = run(False)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(logp_s[mask], logp_p[mask], atol=1e-5)
+    assert torch.allclose(ent_s[mask], ent_p[mask], atol=1e-5)
+    for g_s, g_p in zip(grads_s, grads_p, strict=True):
+        assert torch.allclose(g_s, g_p, atol=1e-5, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in grads_s)
+    assert policy.score_prefix_len(batch) == 0  # share_prefill off
+    policy.share_prefill, policy.lockstep = True, True  # sharded models: no data-dependent extra pass
+    assert policy.score_prefix_len(batch) == 0
+
+
 def test_generation_is_seeded_and_greedy_is_deterministic(tiny_policy):
     prompts = _prompts(tiny_policy)
     a = tiny_policy.generate(prompts, generator=torch.Generator().manual_seed(7))

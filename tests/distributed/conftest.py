@@ -13,3 +13,12 @@ def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     """A 2-process ``ddp`` fit on the CPU (gloo), shared by the tests that compare against it."""
     root = tmp_path_factory.mktemp("ddp")
     return root, run_worker(root, "--trainer.strategy=ddp", "--trainer.devices=2")
+
+
+@pytest.fixture(scope="package")
+def ddp_unshared_run(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The same ``ddp`` fit with ``share_prefill`` off: the maths a sharded (FSDP) run does, whose ranks
+    must run the same forward passes and so never add a shared-prefix pass."""
+    root = tmp_path_factory.mktemp("ddp_unshared")
+    args = ["--trainer.strategy=ddp", "--trainer.devices=2", "--model.policy.init_args.share_prefill=false"]
+    return root, run_worker(root, *args)

@@ -49,7 +49,7 @@ def test_ddp_evaluation_panel_split_matches_one_process(ddp_run, tmp_path):
     assert json.loads((tmp_path / "e.json").read_text())["scenarios"] == r0["eval"]
 
 
-def test_fsdp2_generation_and_update_while_sharded(ddp_run, tmp_path):
+def test_fsdp2_generation_and_update_while_sharded(ddp_unshared_run, tmp_path):
     r0, r1 = run_worker(tmp_path, *FSDP2)
     assert r0["strategy"] == "ModelParallelStrategy"
     assert r0["fixed_generation_steps"] and r1["fixed_generation_steps"]
@@ -60,12 +60,12 @@ def test_fsdp2_generation_and_update_while_sharded(ddp_run, tmp_path):
     assert r0["eval"] == r1["eval"]
     # the same data-parallel maths as DDP (same per-rank episodes): the same parameters, up to rounding
     fsdp = torch.load(tmp_path / "out" / "params.pt")
-    ddp = torch.load(ddp_run[0] / "out" / "params.pt")
+    ddp = torch.load(ddp_unshared_run[0] / "out" / "params.pt")
     assert fsdp.keys() == ddp.keys()
     assert r0["param_sha256"] != r0["initial_param_sha256"]  # trained
     for name in fsdp:
         torch.testing.assert_close(fsdp[name], ddp[name], atol=1e-5, rtol=0, msg=name)
-    assert r0["eval"] == ddp_run[1][0]["eval"]
+    assert r0["eval"] == ddp_unshared_run[1][0]["eval"]
     # the sharded checkpoint (one file per rank) exports to a Hugging Face directory with these weights
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2

@@ -46,6 +46,20 @@ def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() or list(tmp_path.rglob("last.ckpt"))
 
 
+def test_summary_line_averages_the_first_and_last_iterations(tmp_path, capsys):
+    cli = frozen_lake.main(["fit", *_fast(tmp_path), "--trainer.max_epochs=4"])
+    history = cli.model.history
+    assert len(history) == 4
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("msgrpo: trained"))
+    assert "(mean of the first and last 2 iterations): success rate (reached the goal)" in line
+
+    def mean(rows, key):
+        return f"{sum(r[key] for r in rows) / len(rows):.2f}"
+
+    expected = f"mean return {mean(history[:2], 'rollout/return_mean')} -> {mean(history[2:], 'rollout/return_mean')}"
+    assert expected in line
+
+
 def test_lr_scheduler_steps_once_per_iteration(tmp_path):
     cli = frozen_lake.main(
         [

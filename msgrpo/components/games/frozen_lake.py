@@ -103,6 +103,7 @@ class FrozenLake(TextGame):
     """
 
     action_names = ACTIONS
+    success_meaning = "reached the goal"
 
     def __init__(
         self,

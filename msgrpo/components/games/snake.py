@@ -329,6 +329,7 @@ class Snake(TextGame):
     """
 
     action_names = ACTIONS
+    success_meaning = "your snake alive at the end"
 
     def __init__(
         self,
@@ -410,6 +411,8 @@ class Snake(TextGame):
         poison = ", X = poison apple" if game.poison_apples or game.poison else ""
         lines.append(f"Legend: Y = your head, y = your body{heads}{opponent_body}, A = apple{poison}, . = empty cell.")
         lines.append(f"Grid (top row is y = {game.height - 1}):\n{grid_to_text(rows[::-1])}")
+        if game.alive[0]:  # the cell every move is taken from, last: right before the answer
+            lines.append(f"Your head is at {_fmt(game.snakes[0][:1])}.")
         return "\n".join(lines)
 
     def is_success(self, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool:

@@ -187,7 +187,8 @@ Grid (top row is y = 4):
 . . . 1 .
 A . . o .
 . Y . . .
-. y y . X"""  # noqa: E501
+. y y . X
+Your head is at (1, 1)."""  # noqa: E501
 
 
 def test_render_hand_made_state_exactly():

@@ -1,0 +1,44 @@
+"""The Snake recipe exactly as the README's main command runs it: ``python -m msgrpo.recipes.snake fit``."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+SMALL = [
+    "--trainer.max_epochs=2",
+    "--trainer.check_val_every_n_epoch=2",
+    "--trainer.accelerator=cpu",
+    "--data.num_groups=2",
+    "--data.group_size=2",
+    "--data.sampler.init_args.num_episodes=2",
+    "--data.eval_episodes=2",
+]
+
+
+def test_main_command_shows_progress_and_a_summary(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    args = [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "msgrpo.recipes.snake", "fit", *SMALL, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Epoch 1/1" in out and "4/4" in out  # the progress bar: the second iteration, 4 mini-batch updates
+    summary = next(line for line in out.splitlines() if line.startswith("msgrpo: trained"))
+    assert summary.startswith("msgrpo: trained 2 iterations. Training rollouts: success rate (your snake alive")
+    for part in ("mean return", "invalid actions", "Checkpoint:", "last.ckpt", "Metrics:"):
+        assert part in summary, part
+    assert "Last evaluation (success = your snake alive at the end):" in out
+    for scenario in ("default-8", "long-20", "poison", "two-opponents"):
+        assert f"\n{scenario} " in out, scenario
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    config = yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())
+    assert config["data"]["game"]["class_path"] == "msgrpo.components.games.Snake"
+    metrics = (tmp_path / "version_0" / "metrics.csv").read_text()
+    assert "eval/default-8/success_rate" in metrics and "rollout/return_mean" in metrics
