@@ -210,7 +210,7 @@ class MSGRPOModule(L.LightningModule):
             # passes, so generate calls always run max_new_tokens of them (and run in lockstep), and
             # scoring adds no data-dependent shared-prefix pass
             self.fixed_generation_steps = True
-            self.policy.lockstep = True
+            self.policy.lockstep = self.fixed_generation_steps
 
     def configure_model(self) -> None:
         """Shard the policy with FSDP2 (``fully_shard``) when the strategy provides a device mesh.
@@ -244,7 +244,7 @@ class MSGRPOModule(L.LightningModule):
         fully_shard(model, mesh=mesh)
         self._fully_sharded = True
         self.fixed_generation_steps = mesh.size() > 1
-        self.policy.lockstep = self.policy.lockstep or mesh.size() > 1
+        self.policy.lockstep = self.fixed_generation_steps
 
     def run_sharded(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (rollouts: generation and reference scoring) where the strategy's model can run.

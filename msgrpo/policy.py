@@ -255,7 +255,8 @@ class LanguagePolicy(nn.Module):
             return DynamicCache()
 
     def shared_prefix_len(self, prompts: list[torch.Tensor]) -> int:
-        """Length of the token prefix that every prompt shares and :meth:`generate` prefills only once.
+        """Length of the token prefix that every prompt shares, which :meth:`generate` prefills only once
+        (and scoring runs once, see :meth:`score_prefix_len`).
 
         This is the longest common prefix of the prompts, kept at least one token short of the shortest
         prompt (each row needs a token of its own to predict from); 0 (no sharing) for a single prompt,
@@ -267,7 +268,7 @@ class LanguagePolicy(nn.Module):
         if limit < MIN_SHARED_PREFIX:
             return 0
         first = prompts[0][:limit]
-        same = torch.ones(limit, dtype=torch.bool)
+        same = torch.ones(limit, dtype=torch.bool, device=first.device)
         for p in prompts[1:]:
             same &= p[:limit] == first
         n = int(same.logical_not().nonzero()[0]) if not bool(same.all()) else limit
@@ -383,23 +384,14 @@ class LanguagePolicy(nn.Module):
     def score_prefix_len(self, batch: MicroBatch) -> int:
         """Length of the prompt-token prefix every row of ``batch`` shares, which scoring runs only once.
 
-        The longest common prefix of the rows' prompts (after their left padding), kept at least one
-        token short of the shortest prompt; 0 (no sharing) for a single row, when ``share_prefill`` is
-        off, under gradient checkpointing or :attr:`lockstep`, or below ``MIN_SHARED_PREFIX`` tokens.
+        :meth:`shared_prefix_len` of the rows' prompts (their left padding removed); 0 (no sharing)
+        under gradient checkpointing or :attr:`lockstep`.
         """
-        rows = batch.input_ids.shape[0]
-        if not self.share_prefill or self.lockstep or self.gradient_checkpointing or rows < 2:
+        if self.lockstep or self.gradient_checkpointing:
             return 0
-        starts = self._prompt_starts(batch)  # [U]
         width = batch.input_ids.shape[1] - batch.completion_len  # P
-        limit = width - int(starts.max()) - 1
-        if limit < MIN_SHARED_PREFIX:
-            return 0
-        cols = starts[:, None] + torch.arange(limit, device=starts.device)[None]  # [U, limit]
-        tokens = batch.input_ids.gather(1, cols)
-        same = (tokens == tokens[:1]).all(0)  # [limit]
-        n = limit if bool(same.all()) else int(same.logical_not().nonzero()[0])
-        return n if n >= MIN_SHARED_PREFIX else 0
+        starts = self._prompt_starts(batch).tolist()  # [U]
+        return self.shared_prefix_len([row[start:width] for row, start in zip(batch.input_ids, starts)])
 
     @staticmethod
     def _prompt_starts(batch: MicroBatch) -> torch.Tensor:
