@@ -116,6 +116,7 @@ def export_policy(policy: LanguagePolicy, out: str | Path, adapter_only: bool = 
         "top_k": policy.top_k,
         "top_p": policy.top_p,
         "max_new_tokens": policy.max_new_tokens,
+        "allowed_tokens": policy.allowed_tokens,
     }
     (out / POLICY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return out

@@ -3,7 +3,7 @@
 The policy owns the model (optionally wrapped with a peft LoRA adapter), its tokenizer and chat
 template, and the decoding settings. It samples completions with its own KV-cached loop so that the
 returned log-probs are exactly those of the sampling distribution (``softmax(logits / temperature)``,
-optionally top-k / top-p truncated), and recomputes the same quantity with gradients for training.
+optionally restricted to ``allowed_tokens`` and top-k / top-p truncated), and recomputes the same quantity with gradients for training.
 Training only ever sees the generated token ids; decoded text is used for parsing alone.
 """
 
@@ -112,6 +112,11 @@ class LanguagePolicy(nn.Module):
         gradient_checkpointing: Recompute activations in the backward pass (turned off while generating).
         seed: Seed of the tiny preset (weights and tokenizer).
         tiny: Shape of the tiny preset.
+        allowed_tokens: Constrained decoding: every generated token is one of these strings (each must be a
+            single token of the tokenizer); the rest of the vocabulary gets probability 0 when sampling and
+            when scoring, so log-probs stay exact. Like vLLM's ``guided_choice`` for one-token answers, e.g.
+            a game's action names with ``max_new_tokens: 1`` (longer answers end early only if the EOS
+            token is in the list). None (default): the whole vocabulary.
         share_prefill: In a generate call, prefill the token prefix common to all prompts once and each
             distinct prompt once, broadcasting their KV caches (same distribution up to float rounding,
             much less prefill compute when prompts share a system message or a state). Scoring (the
@@ -138,6 +143,7 @@ class LanguagePolicy(nn.Module):
         seed: int = 0,
         tiny: TinySettings | None = None,
         share_prefill: bool = True,
+        allowed_tokens: list[str] | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -168,6 +174,8 @@ class LanguagePolicy(nn.Module):
                 stacklevel=2,
             )
             self.tokenizer.chat_template = CHATML_TEMPLATE
+        self.allowed_tokens = list(allowed_tokens) if allowed_tokens is not None else None
+        self.allowed_ids = self._token_ids(self.allowed_tokens) if self.allowed_tokens is not None else None
         self.eos_ids = sorted(
             {
                 i
@@ -211,6 +219,30 @@ class LanguagePolicy(nn.Module):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"cannot load a causal LM from {where} {name!r}{hint}: {first}") from err
         return model, tokenizer
+
+    def _token_ids(self, strings: list[str]) -> list[int]:
+        """The single token id of each string (``allowed_tokens``); a clear error for anything else."""
+        if not strings:
+            raise ConfigError("policy.allowed_tokens is empty: give at least one token, or null for no constraint")
+        ids = []
+        for s in strings:
+            enc = self.tokenizer.encode(s, add_special_tokens=False)
+            if len(enc) != 1:
+                pieces = self.tokenizer.convert_ids_to_tokens(enc)
+                raise ConfigError(
+                    f"policy.allowed_tokens: {s!r} is {len(enc)} tokens {pieces} of this tokenizer; every entry "
+                    "must be exactly one token (check leading spaces)"
+                )
+            ids.append(enc[0])
+        return sorted(set(ids))
+
+    def _restrict(self, scores: torch.Tensor) -> torch.Tensor:
+        """Mask every token outside ``allowed_tokens`` with ``-inf``. ``[..., V] -> [..., V]``."""
+        if self.allowed_ids is None:
+            return scores
+        allowed = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        allowed[torch.tensor(self.allowed_ids, device=scores.device)] = True
+        return scores.masked_fill(~allowed, float("-inf"))
 
     def enable_reference(self) -> None:
         """Make :meth:`reference_logprobs` available (a frozen copy for full fine-tuning; under LoRA the
@@ -348,7 +380,7 @@ class LanguagePolicy(nn.Module):
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, logps = [], []
         for t in range(self.max_new_tokens):
-            scores = logits.float() / self.temperature  # [B, V]
+            scores = self._restrict(logits.float() / self.temperature)  # [B, V]
             scores = _truncate(scores, self.top_k, self.top_p)
             logp = scores.log_softmax(-1)  # [B, V]
             if greedy:
@@ -450,7 +482,7 @@ class LanguagePolicy(nn.Module):
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool, entropy_grad: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         c = batch.completion_len
-        logits = self._forward_scores(model, batch)[:, :-1].float() / self.temperature  # [B, C, V]
+        logits = self._restrict(self._forward_scores(model, batch)[:, :-1].float() / self.temperature)  # [B, C, V]
         logits = (
             torch.stack([_truncate(logits[:, t], self.top_k, self.top_p) for t in range(c)], 1)
             if (self.top_k > 0 or self.top_p < 1.0)

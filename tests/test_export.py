@@ -57,6 +57,7 @@ def test_export_round_trip_logits(tmp_path, lora):
     assert tokenizer(text + policy.response_prefix, add_special_tokens=False)["input_ids"] == prompts[0].tolist()
     settings = json.loads((out / export.POLICY_FILE).read_text())
     assert settings["response_prefix"] == "<action>" and settings["lora"] == ("merged" if lora else None)
+    assert settings["allowed_tokens"] is None
 
 
 def test_export_lora_adapter_only(tmp_path):

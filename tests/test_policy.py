@@ -74,6 +74,33 @@ def test_shared_prefix_scoring_matches_plain_scoring_with_gradients(tiny_policy_
     assert policy.score_prefix_len(batch) == 0
 
 
+def test_allowed_tokens_constrain_sampling_and_scoring_exactly(tiny_policy_factory):
+    moves = ["up", "down", "left", "right"]
+    policy = tiny_policy_factory(max_new_tokens=2, allowed_tokens=moves)
+    ids = [policy.tokenizer.encode(m, add_special_tokens=False)[0] for m in moves]
+    prompts = _prompts(policy, n=4)
+    gen = policy.generate(prompts, generator=torch.Generator().manual_seed(3))
+    assert all(c.numel() == 2 and set(c.tolist()) <= set(ids) for c in gen.completion_ids)
+    batch = _batch(policy, prompts, gen)
+    logp, entropy = policy.completion_logprobs(batch)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(logp[mask], batch.old_logprobs[mask], atol=1e-4)
+    assert (entropy[mask] <= torch.log(torch.tensor(4.0)) + 1e-5).all()  # a distribution over 4 tokens
+    # by hand: the first token's log-prob is its logit minus the logsumexp over the four allowed logits
+    free = tiny_policy_factory(max_new_tokens=2)
+    logits = free._forward_scores(free.model, batch)[:, 0].float()  # [B, V]: position P-1
+    first = batch.input_ids[:, -2]
+    expected = logits.gather(-1, first[:, None]).squeeze(-1) - logits[:, ids].logsumexp(-1)
+    assert torch.allclose(logp[:, 0], expected, atol=1e-5)
+
+
+def test_allowed_tokens_must_be_single_tokens(tiny_policy_factory):
+    with pytest.raises(ConfigError, match="exactly one token"):
+        tiny_policy_factory(allowed_tokens=["up", "go north"])
+    with pytest.raises(ConfigError, match="empty"):
+        tiny_policy_factory(allowed_tokens=[])
+
+
 def test_generation_is_seeded_and_greedy_is_deterministic(tiny_policy):
     prompts = _prompts(tiny_policy)
     a = tiny_policy.generate(prompts, generator=torch.Generator().manual_seed(7))

@@ -29,7 +29,7 @@ def test_main_command_shows_progress_and_a_summary(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "Epoch 1/1" in out and "4/4" in out  # the progress bar: the second iteration, 4 mini-batch updates
+    assert "Epoch 1/1" in out and "2/2" in out  # the progress bar: the second iteration, 2 mini-batch updates
     summary = next(line for line in out.splitlines() if line.startswith("msgrpo: trained"))
     assert summary.startswith("msgrpo: trained 2 iterations. Training rollouts: success rate (your snake alive")
     for part in ("mean return", "invalid actions", "Checkpoint:", "last.ckpt", "Metrics:"):
@@ -40,5 +40,7 @@ def test_main_command_shows_progress_and_a_summary(tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     config = yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())
     assert config["data"]["game"]["class_path"] == "msgrpo.components.games.Snake"
+    assert config["model"]["policy"]["init_args"]["allowed_tokens"] == ["up", "down", "left", "right"]
+    assert config["model"]["policy"]["init_args"]["tiny"]["initializer_range"] == 0.1
     metrics = (tmp_path / "version_0" / "metrics.csv").read_text()
     assert "eval/default-8/success_rate" in metrics and "rollout/return_mean" in metrics
