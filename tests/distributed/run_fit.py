@@ -114,6 +114,9 @@ def main() -> None:
         "peak_rss_mb": rss,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    faulthandler.cancel_dump_traceback_later()
+    if torch.distributed.is_initialized():  # an orderly shutdown: gloo threads left at exit can abort it
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
