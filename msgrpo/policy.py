@@ -3,7 +3,8 @@
 The policy owns the model (optionally wrapped with a peft LoRA adapter), its tokenizer and chat
 template, and the decoding settings. It samples completions with its own KV-cached loop so that the
 returned log-probs are exactly those of the sampling distribution (``softmax(logits / temperature)``,
-optionally restricted to ``allowed_tokens`` and top-k / top-p truncated), and recomputes the same quantity with gradients for training.
+optionally restricted to ``allowed_tokens`` and top-k / top-p truncated), and recomputes the same
+quantity with gradients for training.
 Training only ever sees the generated token ids; decoded text is used for parsing alone.
 """
 
@@ -176,6 +177,7 @@ class LanguagePolicy(nn.Module):
             self.tokenizer.chat_template = CHATML_TEMPLATE
         self.allowed_tokens = list(allowed_tokens) if allowed_tokens is not None else None
         self.allowed_ids = self._token_ids(self.allowed_tokens) if self.allowed_tokens is not None else None
+        self._allowed_mask: torch.Tensor | None = None  # [V] bool, built on first use (vocab size, device)
         self.eos_ids = sorted(
             {
                 i
@@ -240,9 +242,12 @@ class LanguagePolicy(nn.Module):
         """Mask every token outside ``allowed_tokens`` with ``-inf``. ``[..., V] -> [..., V]``."""
         if self.allowed_ids is None:
             return scores
-        allowed = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-        allowed[torch.tensor(self.allowed_ids, device=scores.device)] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+        mask = self._allowed_mask
+        if mask is None or mask.shape[0] != scores.shape[-1] or mask.device != scores.device:
+            mask = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)  # True: masked out
+            mask[torch.tensor(self.allowed_ids, device=scores.device)] = False
+            self._allowed_mask = mask
+        return scores.masked_fill(mask, float("-inf"))
 
     def enable_reference(self) -> None:
         """Make :meth:`reference_logprobs` available (a frozen copy for full fine-tuning; under LoRA the
