@@ -17,7 +17,6 @@ def build_recipe(config: str, out: str, minutes: float, max_iterations: int, see
     total = int(minutes * 60)
     args = [
         f"--seed_everything={seed}",
-        f"--data.seed={seed}",
         f"--trainer.max_epochs={max_iterations}",
         f"--trainer.max_time=00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}",
         "--trainer.limit_val_batches=0",

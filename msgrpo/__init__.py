@@ -32,6 +32,25 @@ _LOCATIONS = {
 
 __all__ = sorted(_LOCATIONS)
 
+GYM_ENVS = {
+    "msgrpo/Snake-v0": "msgrpo.components.games.snake:SnakeEnv",
+    "msgrpo/FrozenLake-v0": "msgrpo.components.games.frozen_lake:RandomMapFrozenLake",
+}
+"""The gymnasium ids this package registers when imported (entry points are strings: nothing heavy loads)."""
+
+
+def _register_envs() -> None:
+    # gymnasium 1.x has no entry-point plugin discovery, so `import msgrpo` is what makes
+    # `gymnasium.make("msgrpo/Snake-v0")` work
+    from gymnasium.envs.registration import register, registry
+
+    for env_id, entry_point in GYM_ENVS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point)
+
+
+_register_envs()
+
 
 def __getattr__(name: str):
     if name in _LOCATIONS:

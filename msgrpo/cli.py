@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import sys
 from importlib import resources
 from pathlib import Path
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from msgrpo.callbacks import AtomicCheckpointIO, GracefulShutdown
@@ -28,13 +31,50 @@ def config_path(name: str) -> str:
 
 
 class ShortErrorParser(LightningArgumentParser):
-    """Argument parser whose errors name the bad value without a screen of usage text."""
+    """Argument parser whose errors are one line naming the bad setting (``--help`` lists every option)."""
 
     def print_usage(self, file=None) -> None:
         print(
             f"usage: {self.prog.replace(' [options]', '')} --help  (lists every option)",
             file=file or sys.stderr,
         )
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("MSGRPO_TRACEBACK"):
+            return super().error(message, ex)  # nested parsers: jsonargparse catches and reports these
+        print(f"error: {one_line(message)}", file=sys.stderr)
+        sys.exit(2)
+
+
+_KEY = re.compile(r'Parser key "([^"]+)":')
+_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's multi-line parse error as one line: the full key of the bad setting and what is wrong.
+
+    ``Parser key "data.sampler": ... Parser key "scheme": Expected a Literal[...]. Got value: best`` becomes
+    ``data.sampler.init_args.scheme: Expected a Literal[...]. Got value: best``.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    keys = [m.group(1) for line in lines for m in [_KEY.search(line)] if m]
+    detail = [
+        line.lstrip("- ")
+        for line in lines
+        if not _KEY.search(line) and not line.startswith(_NOISE) and not line.startswith("- Problem with given")
+    ]
+    text = detail[-1] if detail else (lines[-1] if lines else message)
+    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
+    if given is not None and "Got value" not in text and given not in text.split():
+        text += f"; got {given}"
+    subtypes = next((line for line in lines if line.startswith("Subtypes:")), "")
+    cls = re.search(r"<class '([\w.]+\.(\w+))'>", subtypes)
+    if cls and "msgrpo." in cls.group(1) and len(keys) == 1:
+        text += f" (expected a subclass of {cls.group(2)}: its class name or class_path)"
+    if not keys:
+        return text
+    key = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
+    return f"{key}: {text}"
 
 
 class MSGRPOCLI(LightningCLI):
@@ -63,11 +103,59 @@ class MSGRPOCLI(LightningCLI):
             **kwargs,
         )
 
+    def instantiate_classes(self) -> None:
+        """Build every object; an invalid setting of any of them is one :class:`ConfigError` naming its
+        configuration key (``data.game.init_args.size must be >= 2, got 1``)."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            raise ConfigError(self._name_setting(err)) from err
+
+    def _name_setting(self, err: ValueError) -> str:
+        """The error's message, led by the configuration key of the object whose constructor raised it."""
+        chain = [err]  # jsonargparse may wrap the constructor's error (union types): find the original
+        while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
+            chain.append(cause)
+        err = next((e for e in chain if isinstance(e, ConfigError)), None) or next(
+            (e for e in reversed(chain) if isinstance(e, ValueError)), err
+        )
+        config = self.config.get(str(self.subcommand), self.config)
+        keys: dict[type, str] = {self.model_class: "model", self.datamodule_class: "data"}
+        for key, path in _class_paths(config):
+            module, _, name = path.rpartition(".")
+            try:
+                keys[getattr(importlib.import_module(module), name)] = f"{key}.init_args"
+            except (ImportError, AttributeError):
+                continue
+        owner = None
+        tb = err.__traceback__
+        while tb is not None:  # the innermost constructor of a configured class owns the setting
+            frame = tb.tb_frame
+            obj = frame.f_locals.get("self") if frame.f_code.co_name in ("__init__", "__post_init__") else None
+            owner = keys.get(type(obj), owner)
+            tb = tb.tb_next
+        message = getattr(err, "message", None) or str(err)
+        setting = getattr(err, "setting", None)
+        head, _, rest = message.partition(": ")
+        if rest and head.isidentifier() and setting and rest.startswith(setting):
+            message = rest  # "Uniform: num_episodes must ..." -> "num_episodes must ..."
+        if owner is None:
+            return message
+        if setting and message.startswith(setting):
+            return f"{owner}.{message}"
+        return f"{owner}: {message}"
+
     def instantiate_trainer(self, **kwargs):
         """The trainer, with atomic checkpoint writes unless the config names its own plugins, and checkpoints
-        under ``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` finds them) unless a dirpath is set."""
-        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+        under ``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` finds them) unless a dirpath is set.
+
+        With ``trainer.enable_checkpointing=false`` the recipe's ``ModelCheckpoint`` callbacks are dropped:
+        the flag turns checkpointing off instead of clashing with them."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if not trainer_config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if trainer_config.get("enable_checkpointing") is False and trainer_config.get("callbacks"):
+            trainer_config["callbacks"] = [c for c in trainer_config["callbacks"] if not isinstance(c, ModelCheckpoint)]
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", None) is None:
@@ -131,6 +219,21 @@ class MSGRPOCLI(LightningCLI):
 
     after_validate = _after_eval
     after_test = _after_eval
+
+
+def _class_paths(node, key: str = "") -> list[tuple[str, str]]:
+    """``(configuration key, class_path)`` of every ``class_path`` object in a parsed config."""
+    items = vars(node).items() if hasattr(node, "__dict__") and not isinstance(node, dict) else None
+    if items is None:
+        items = node.items() if isinstance(node, dict) else []
+    out = []
+    for name, value in items:
+        child = f"{key}.{name}" if key else str(name)
+        if name == "class_path" and isinstance(value, str):
+            out.append((key, value))
+        elif hasattr(value, "__dict__") or isinstance(value, dict):
+            out.extend(_class_paths(value, child))
+    return out
 
 
 def _config_files(args: list[str]) -> list[str]:

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from msgrpo.batching import minibatches, step_samples
-from msgrpo.components.credit import CreditAssigner, EpisodeReturn, episode_returns
+import msgrpo.quiet  # noqa: F401  (library notices that are not about the user's settings)
+from msgrpo.components.credit import CreditAssigner, EpisodeReturn
 from msgrpo.components.samplers import AbsoluteAdvantageWeighted, EpisodeSampler
-from msgrpo.errors import ConfigError
+from msgrpo.errors import ConfigError, require
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 from msgrpo.game import TextGame
+from msgrpo.iteration import build_iteration
+from msgrpo.policy import run_seed
 from msgrpo.rollout import RolloutTiming, play
 from msgrpo.types import Episode, MicroBatch, MiniBatch
 
@@ -45,19 +47,6 @@ class _Items(IterableDataset):
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def _blank(micro: MicroBatch) -> MicroBatch:
-    """A copy of ``micro`` that contributes nothing: no completion token counts, zero advantages."""
-    return MicroBatch(
-        micro.input_ids,
-        micro.attention_mask,
-        torch.zeros_like(micro.completion_mask),
-        micro.old_logprobs,
-        torch.zeros_like(micro.advantages),
-        micro.ref_logprobs,
-        micro.rows,
-    )
 
 
 def rollout_stats(episodes: list[Episode], timing: RolloutTiming) -> dict[str, torch.Tensor]:
@@ -100,7 +89,8 @@ class RolloutDataModule(L.LightningDataModule):
         num_minibatches: Optimizer steps per pass over the samples.
         update_epochs: Passes over the samples per iteration.
         token_budget: Max padded tokens per micro-batch (gradients are accumulated across micro-batches).
-        seed: Seed of environment seeds and sampling.
+        seed: Seed of environment seeds and sampling; None (default) takes the run's seed
+            (``seed_everything``, else 0).
         on_env_error: ``"record"`` (end that episode, record the error, go on) or ``"raise"``.
         env_step_timeout_s: Treat an env step taking longer as an env error (None = no limit).
         eval_scenarios: Scenario names for validation/test (default: all of the game's scenarios).
@@ -118,7 +108,7 @@ class RolloutDataModule(L.LightningDataModule):
         num_minibatches: int = 1,
         update_epochs: int = 1,
         token_budget: int = 16384,
-        seed: int = 0,
+        seed: int | None = None,
         on_env_error: str = "record",
         env_step_timeout_s: float | None = 60.0,
         eval_scenarios: list[str] | None = None,
@@ -126,37 +116,42 @@ class RolloutDataModule(L.LightningDataModule):
         eval_seed: int = PANEL_SEED,
     ) -> None:
         super().__init__()
-        if group_size < 2:
-            raise ConfigError(f"data.group_size must be >= 2 (group-relative advantages), got {group_size}")
+        require(group_size >= 2, "group_size", ">= 2 (group-relative advantages)", group_size)
         for name, value in (
             ("num_groups", num_groups),
             ("num_minibatches", num_minibatches),
             ("update_epochs", update_epochs),
             ("token_budget", token_budget),
         ):
-            if value < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
-        if on_env_error not in ("record", "raise"):
-            raise ConfigError(f"data.on_env_error must be 'record' or 'raise', got {on_env_error!r}")
+            require(value >= 1, name, ">= 1", value)
+        require(on_env_error in ("record", "raise"), "on_env_error", "'record' or 'raise'", on_env_error)
+        require(
+            env_step_timeout_s is None or env_step_timeout_s > 0,
+            "env_step_timeout_s",
+            "> 0 or null",
+            env_step_timeout_s,
+        )
+        require(eval_episodes >= 1, "eval_episodes", ">= 1", eval_episodes)
         self.game = game
         self.credit_assigner = credit_assigner or EpisodeReturn()
         self.sampler = sampler or AbsoluteAdvantageWeighted(num_episodes=max(1, num_groups * group_size // 2))
         try:
             self.sampler.validate(num_groups * group_size)
-        except ValueError as err:
-            raise ConfigError(f"data.sampler: {err}") from err
+        except ConfigError as err:
+            _, _, rest = err.message.partition(": ")
+            raise ConfigError(f"sampler.init_args.{rest or err.message}", setting="sampler") from err
         self.num_groups = num_groups
         self.group_size = group_size
         self.num_minibatches = num_minibatches
         self.update_epochs = update_epochs
         self.token_budget = token_budget
-        self.seed = seed
+        self.seed = run_seed() if seed is None else seed
         self.on_env_error = on_env_error
         self.env_step_timeout_s = env_step_timeout_s
         try:
             self.panel: list[Scenario] = build_panel(game, eval_scenarios, eval_episodes, eval_seed)
         except ValueError as err:
-            raise ConfigError(f"data.eval_scenarios: {err}") from err
+            raise ConfigError(f"eval_scenarios: {err}", setting="eval_scenarios") from err
         self.last_episodes: list[Episode] = []
 
     # ----- helpers -------------------------------------------------------------------------------
@@ -202,23 +197,28 @@ class RolloutDataModule(L.LightningDataModule):
         run = getattr(module, "run_sharded", None) or (lambda fn: fn())
         episodes = run(roll_out)
         self.last_episodes = episodes
-        rewards = [e.rewards for e in episodes]
-        group_ids = torch.tensor([e.group_id for e in episodes])
-        observations = [[s.observation for s in e.steps] for e in episodes]
-        advantages = self.credit_assigner.assign(rewards, group_ids, observations)
-        episode_adv = self.credit_assigner.episode_advantages(rewards, group_ids)
-        chosen = self.sampler.sample(episode_adv, episode_returns(rewards), group_ids, gen_cpu)
-        samples = step_samples(episodes, advantages, chosen)
-        if not samples:  # nothing generated (every env failed at reset): a no-op iteration
-            samples = step_samples(episodes, advantages, torch.arange(len(episodes)))
-        pad = policy.tokenizer.pad_token_id
-        batches: list[MiniBatch] = []
-        for _ in range(self.update_epochs):
-            # fewer samples than mini-batches (short episodes): one sample per mini-batch
-            k = min(self.num_minibatches, len(samples))
-            batches.extend(minibatches(samples, k, self.token_budget, pad, gen_cpu))
+        data = build_iteration(
+            episodes,
+            self.credit_assigner,
+            self.sampler,
+            num_minibatches=self.num_minibatches,
+            update_epochs=self.update_epochs,
+            token_budget=self.token_budget,
+            pad_id=policy.tokenizer.pad_token_id,
+            generator=gen_cpu,
+        )
+        batches = data.batches
+        if not len(data.healthy):
+            first = next((e.error for e in episodes if e.error), "no steps")
+            warnings.warn(
+                f"iteration {iteration}: all {len(episodes)} episodes failed (first error: {first}); this "
+                "iteration trains nothing (data.on_env_error=raise stops the run instead)",
+                stacklevel=2,
+            )
+        if not batches:
+            batches = [MiniBatch([], num_tokens=0, num_sequences=0)]
         if world > 1:
-            self._equalize(module, batches)
+            self._equalize(module, batches, policy.tokenizer.pad_token_id)
         if module.loss.kl_coef > 0:
             start = time.perf_counter()
 
@@ -233,7 +233,7 @@ class RolloutDataModule(L.LightningDataModule):
         batches[0].rollout_stats = rollout_stats(episodes, timing)
         return batches
 
-    def _equalize(self, module, batches: list[MiniBatch]) -> None:
+    def _equalize(self, module, batches: list[MiniBatch], pad_id: int) -> None:
         """Give every rank as many mini-batches, and every mini-batch as many micro-batches, as the
         largest count over the ranks, padding with blank ones (no token counts, zero advantage): DDP
         all-reduces at every backward pass and FSDP gathers parameters at every forward pass, so every
@@ -241,11 +241,11 @@ class RolloutDataModule(L.LightningDataModule):
         reduce = self.trainer.strategy.reduce
         target = int(reduce(torch.tensor(len(batches), device=module.device), reduce_op="max"))
         while len(batches) < target:  # a rank with too few samples for num_minibatches steps
-            batches.append(MiniBatch([_blank(batches[-1].micro_batches[-1])], num_tokens=1, num_sequences=1))
+            batches.append(MiniBatch([], num_tokens=0, num_sequences=0))
         counts = torch.tensor([len(b.micro_batches) for b in batches], device=module.device)
         for mini, count in zip(batches, reduce(counts, reduce_op="max").cpu().tolist()):
             while len(mini.micro_batches) < count:
-                mini.micro_batches.append(_blank(mini.micro_batches[-1]))
+                mini.micro_batches.append(MicroBatch.blank(pad_id))
 
     # ----- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -263,6 +263,27 @@ class RolloutDataModule(L.LightningDataModule):
                 )
 
     # ----- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Make the trainer roll out fresh episodes every epoch, whatever it was built with.
+
+        One epoch is one MS-GRPO iteration: the train dataloader must be rebuilt (a new rollout with the
+        current policy) at every epoch. A plain ``Trainer`` reloads dataloaders only when asked, and would
+        retrain on the first rollout's episodes with stale log-probs, so this sets
+        ``reload_dataloaders_every_n_epochs = 1``; any other explicit value is an error.
+        """
+        trainer = self.trainer
+        if trainer is None or stage != "fit":
+            return
+        every = trainer.reload_dataloaders_every_n_epochs
+        if every not in (0, 1):
+            raise ConfigError(
+                "trainer.reload_dataloaders_every_n_epochs must be 1 (or left unset): every epoch is one "
+                "MS-GRPO iteration and needs fresh episodes from the current policy",
+                setting="reload_dataloaders_every_n_epochs",
+                value=every,
+            )
+        trainer.reload_dataloaders_every_n_epochs = 1
+
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         module = trainer.lightning_module

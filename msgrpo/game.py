@@ -21,6 +21,8 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from msgrpo.errors import require
+
 INVALID = -1
 """Marker returned by a parser for text that names no valid action."""
 
@@ -123,12 +125,14 @@ class TextGame(ABC):
         fallback: Literal["first", "random", "noop"] = "first",
         parser: ActionParser | None = None,
     ) -> None:
-        if format_penalty < 0:
-            raise ValueError(f"format_penalty must be >= 0, got {format_penalty}")
-        if fallback not in ("first", "random", "noop"):
-            raise ValueError(f"fallback must be 'first', 'random' or 'noop', got {fallback!r}")
-        if fallback == "noop" and self.noop_action is None:
-            raise ValueError(f"{type(self).__name__} has no no-op action; use fallback='first' or 'random'")
+        require(format_penalty >= 0, "format_penalty", ">= 0", format_penalty)
+        require(fallback in ("first", "random", "noop"), "fallback", "'first', 'random' or 'noop'", fallback)
+        require(
+            fallback != "noop" or self.noop_action is not None,
+            "fallback",
+            f"'first' or 'random' ({type(self).__name__} has no no-op action)",
+            fallback,
+        )
         self.format_penalty = format_penalty
         self.fallback = fallback
         self.parser = parser or TagParser()

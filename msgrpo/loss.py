@@ -2,13 +2,23 @@
 
 Per completion token ``t`` of sample ``b`` with advantage ``A_b``::
 
-    ratio    = exp(logp - old_logp)
+    log_r    = clamp(logp - old_logp, -20, 20)                        # sampling distribution
+    ratio    = exp(log_r)
     pg       = -min(ratio * A_b, clip(ratio, 1 - eps_low, 1 + eps_high) * A_b)
-    kl       = exp(ref_logp - logp) - (ref_logp - logp) - 1          # k3 estimator, >= 0
-    loss_tok = pg + kl_coef * kl - entropy_coef * entropy             # entropy of the full next-token dist.
+    d        = clamp(ref_full - logp_full, -20, 20)                   # untruncated distribution
+    kl       = exp(d) - d - 1                                         # k3 estimator, >= 0
+    loss_tok = pg + kl_coef * kl - entropy_coef * entropy             # entropy of the sampling dist.
 
 aggregated as a token mean (every token of the mini-batch weighs the same) or a sequence mean (each
 sample's token mean, then the mean over samples).
+
+Semantics under truncated sampling (top-k / top-p): the ratio is taken under the sampling distribution,
+the one the rollout drew from, so it is exactly 1 at the first update. A token that the updated policy
+ranks outside its top-k / top-p set has probability 0 there (``logp = -inf``): its bounded log-ratio makes
+its ratio ``e^-20``, it gets no gradient (its term is clipped or 0), it is left out of ``approx_kl`` and is
+counted in ``support_exit_frac``. The KL penalty compares the current and the reference policy on the
+untruncated distribution (allowed tokens and temperature only), where every sampled token has a finite
+log-prob under both. Padded positions are selected away with ``where``: nothing at them enters arithmetic.
 """
 
 from __future__ import annotations
@@ -19,7 +29,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from msgrpo.errors import ConfigError
+from msgrpo.errors import require
+
+LOG_RATIO_BOUND = 20.0
+"""Bound on every log-ratio (importance and KL): ``e^20`` is far beyond any clip range; no inf reaches the loss."""
 
 
 @dataclass
@@ -31,8 +44,14 @@ class LossOutput:
         policy_loss: The clipped policy-gradient part (same normalisation).
         kl: Mean k3 KL to the reference (0 without one).
         clip_frac: Fraction of tokens whose clipped term was active.
-        approx_kl: Mean ``(ratio - 1) - log ratio``: how far the policy moved from the rollout policy.
+        approx_kl: Mean ``(ratio - 1) - log ratio`` over the tokens still inside the current support: how
+            far the policy moved from the rollout policy.
         ratio_mean: Mean importance ratio.
+        support_exit_frac: Fraction of tokens the current policy no longer samples (outside its top-k /
+            top-p set; 0 without truncation).
+        max_abs_log_ratio: Largest ``|log ratio|`` over the tokens inside the current support (at the
+            first update of an iteration: how far scoring is from the rollout's sampling, ideally 0).
+        num_tokens: Real completion tokens of this micro-batch (the weight of its token means).
     """
 
     loss: torch.Tensor
@@ -41,6 +60,9 @@ class LossOutput:
     clip_frac: torch.Tensor
     approx_kl: torch.Tensor
     ratio_mean: torch.Tensor
+    support_exit_frac: torch.Tensor
+    max_abs_log_ratio: torch.Tensor
+    num_tokens: int = 0
 
 
 class MSGRPOLoss(nn.Module):
@@ -65,14 +87,16 @@ class MSGRPOLoss(nn.Module):
         entropy_coef: float = 0.0,
     ) -> None:
         super().__init__()
-        if clip_eps <= 0 or (clip_eps_high is not None and clip_eps_high <= 0):
-            raise ConfigError(f"loss clip range must be > 0, got clip_eps={clip_eps}, clip_eps_high={clip_eps_high}")
-        if kl_coef < 0:
-            raise ConfigError(f"loss.kl_coef must be >= 0, got {kl_coef}")
-        if entropy_coef < 0:
-            raise ConfigError(f"loss.entropy_coef must be >= 0, got {entropy_coef}")
-        if aggregation not in ("token-mean", "sequence-mean"):
-            raise ConfigError(f"loss.aggregation must be 'token-mean' or 'sequence-mean', got {aggregation!r}")
+        require(clip_eps > 0, "clip_eps", "> 0", clip_eps)
+        require(clip_eps_high is None or clip_eps_high > 0, "clip_eps_high", "> 0 or null", clip_eps_high)
+        require(kl_coef >= 0, "kl_coef", ">= 0", kl_coef)
+        require(entropy_coef >= 0, "entropy_coef", ">= 0", entropy_coef)
+        require(
+            aggregation in ("token-mean", "sequence-mean"),
+            "aggregation",
+            "'token-mean' or 'sequence-mean'",
+            aggregation,
+        )
         self.clip_eps = clip_eps
         self.clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
         self.kl_coef = kl_coef
@@ -86,62 +110,82 @@ class MSGRPOLoss(nn.Module):
         advantages: torch.Tensor,
         mask: torch.Tensor,
         ref_logprobs: torch.Tensor | None = None,
-        num_tokens: int | None = None,
-        num_sequences: int | None = None,
+        num_tokens: float | None = None,
+        num_sequences: float | None = None,
         entropy: torch.Tensor | None = None,
+        full_logprobs: torch.Tensor | None = None,
     ) -> LossOutput:
         """Compute the loss of one micro-batch.
 
         Args:
-            logprobs: ``[B, C]`` current-policy log-probs (with gradient).
+            logprobs: ``[B, C]`` current-policy log-probs under the sampling distribution (with gradient);
+                ``-inf`` allowed for a token outside the current top-k / top-p support.
             old_logprobs: ``[B, C]`` rollout-policy log-probs.
             advantages: ``[B]`` one advantage per sample.
-            mask: ``[B, C]`` 1 for real completion tokens.
-            ref_logprobs: ``[B, C]`` reference log-probs; required when ``kl_coef > 0``.
-            num_tokens: Real tokens in the whole mini-batch (token-mean normaliser); default this batch's.
-            num_sequences: Samples in the whole mini-batch (sequence-mean normaliser); default this batch's.
+            mask: ``[B, C]`` 1 (or True) for real completion tokens; other positions may hold anything,
+                ``inf`` and NaN included.
+            ref_logprobs: ``[B, C]`` reference log-probs on the untruncated distribution; required when
+                ``kl_coef > 0``.
+            num_tokens: Token-mean normaliser: real tokens of the whole mini-batch (over all ranks,
+                divided by the number of ranks whose gradients are averaged); default this batch's.
+            num_sequences: Sequence-mean normaliser, likewise; default this batch's samples.
             entropy: ``[B, C]`` entropies of the current policy's next-token distributions (with gradient);
                 required when ``entropy_coef > 0``.
+            full_logprobs: ``[B, C]`` current-policy log-probs on the untruncated distribution (the KL
+                term's); default ``logprobs`` (no truncation).
 
         Returns:
             The loss (summed over this micro-batch and divided by the mini-batch normaliser, so summing
             the losses of all micro-batches gives the mini-batch loss) and diagnostics.
         """
-        mask = mask.to(logprobs.dtype)
-        log_ratio = (logprobs - old_logprobs) * mask  # [B, C]
+        real = mask.bool()  # [B, C]
+        zero = logprobs.new_zeros(())
+
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(real, x, zero)
+
+        log_ratio = keep((logprobs - old_logprobs).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))  # [B, C]
         ratio = torch.exp(log_ratio)  # [B, C]
         adv = advantages.to(logprobs.dtype)[:, None]  # [B, 1]
         unclipped = ratio * adv  # [B, C]
         clipped = torch.clamp(ratio, 1.0 - self.clip_eps, 1.0 + self.clip_eps_high) * adv  # [B, C]
-        per_token = -torch.minimum(unclipped, clipped)  # [B, C]
-        pg_per_token = per_token
-        kl = torch.zeros_like(per_token)
+        pg = -torch.minimum(unclipped, clipped)  # [B, C]
+        per_token = pg
+        kl = torch.zeros_like(pg)
         if self.kl_coef > 0:
             if ref_logprobs is None:
                 raise ValueError("kl_coef > 0 needs ref_logprobs")
-            delta = (ref_logprobs - logprobs) * mask  # [B, C]
+            full = logprobs if full_logprobs is None else full_logprobs
+            delta = keep((ref_logprobs - full).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))  # [B, C]
             kl = torch.exp(delta) - delta - 1.0  # [B, C] k3, >= 0
             per_token = per_token + self.kl_coef * kl
         if self.entropy_coef > 0:
             if entropy is None:
                 raise ValueError("entropy_coef > 0 needs the entropy")
-            per_token = per_token - self.entropy_coef * entropy
+            per_token = per_token - self.entropy_coef * keep(entropy)
+        n_real = int(real.sum())
         if self.aggregation == "token-mean":
-            denom = float(num_tokens if num_tokens is not None else mask.sum().clamp(min=1).item())
-            reduce = lambda x: (x * mask).sum() / denom  # noqa: E731
+            denom = float(num_tokens if num_tokens is not None else max(n_real, 1))
+            reduce = lambda x: keep(x).sum() / denom  # noqa: E731
         else:
             denom = float(num_sequences if num_sequences is not None else mask.shape[0])
-            lengths = mask.sum(-1).clamp(min=1)  # [B]
-            reduce = lambda x: ((x * mask).sum(-1) / lengths).sum() / denom  # noqa: E731
+            lengths = real.sum(-1).clamp(min=1)  # [B]
+            reduce = lambda x: (keep(x).sum(-1) / lengths).sum() / denom  # noqa: E731
         loss = reduce(per_token)
         with torch.no_grad():
-            n = mask.sum().clamp(min=1)
+            n = max(n_real, 1)
+            exited = real & torch.isneginf(logprobs)  # [B, C] left the current truncated support
+            inside = real & ~exited
             active = ((ratio < 1.0 - self.clip_eps) & (adv < 0)) | ((ratio > 1.0 + self.clip_eps_high) & (adv > 0))
+            approx = torch.where(inside, (ratio - 1.0) - log_ratio, zero)
             return LossOutput(
                 loss=loss,
-                policy_loss=reduce(pg_per_token).detach(),
-                kl=(kl * mask).sum() / n,
-                clip_frac=(active.to(mask.dtype) * mask).sum() / n,
-                approx_kl=(((ratio - 1.0) - log_ratio) * mask).sum() / n,
-                ratio_mean=(ratio * mask).sum() / n,
+                policy_loss=reduce(pg).detach(),
+                kl=keep(kl).sum() / n,
+                clip_frac=(active & real).sum() / n,
+                approx_kl=approx.sum() / max(int(inside.sum()), 1),
+                ratio_mean=keep(ratio).sum() / n,
+                support_exit_frac=exited.sum() / n,
+                max_abs_log_ratio=torch.where(inside, log_ratio.abs(), zero).max() if n_real else zero,
+                num_tokens=n_real,
             )

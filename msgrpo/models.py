@@ -138,7 +138,7 @@ def build_tiny_model(
 
 
 def build_tiny(seed: int = 0, settings: TinySettings | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """The tiny offline preset: ``(model, tokenizer)``."""
+    """The tiny offline preset: ``(model, tokenizer)``; ``seed`` sets the random weights only."""
     s = settings or TinySettings()
-    tokenizer = build_tiny_tokenizer(seed, s.vocab_size)
+    tokenizer = build_tiny_tokenizer(0, s.vocab_size)  # one tokenizer for every seed: ids never depend on it
     return build_tiny_model(tokenizer, seed, s), tokenizer

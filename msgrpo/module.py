@@ -7,19 +7,19 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torchmetrics import MeanMetric
 
+import msgrpo.quiet  # noqa: F401  (library notices that are not about the user's settings)
 from msgrpo.callbacks import checkpoint_dir
-from msgrpo.errors import ConfigError
+from msgrpo.errors import ConfigError, require
 from msgrpo.evaluation import Scenario, summarize
 from msgrpo.loss import LossOutput, MSGRPOLoss
 from msgrpo.policy import LanguagePolicy
@@ -89,23 +89,59 @@ class _LockstepPolicy:
 
 
 def micro_batch_loss(
-    policy: LanguagePolicy, loss: MSGRPOLoss, micro: MicroBatch, mini: MiniBatch
+    policy: LanguagePolicy,
+    loss: MSGRPOLoss,
+    micro: MicroBatch,
+    mini: MiniBatch,
+    normalisers: tuple[float, float] | None = None,
 ) -> tuple[LossOutput, torch.Tensor]:
     """The loss of one micro-batch, normalised by its whole mini-batch (the training step's inner loop).
 
     Log-probs are computed once per distinct sequence (``[U, C]``) and expanded to every sample
     (``[B, C]``), see :attr:`MicroBatch.rows`.
 
+    Args:
+        policy: The policy to score with.
+        loss: The loss.
+        micro: The micro-batch.
+        mini: The mini-batch it belongs to.
+        normalisers: ``(tokens, sequences)`` to divide by; default the mini-batch's own counts. Under
+            data parallelism: the counts over all ranks divided by the number of ranks, so that the
+            averaged gradient is that of the global token (or sequence) mean.
+
     Returns:
         The loss output and the per-sample entropies ``[B, C]`` (with gradient only under an entropy bonus).
     """
-    logp, entropy = policy.completion_logprobs(micro, entropy_grad=loss.entropy_coef > 0)  # [U, C]
-    logp, entropy = micro.per_sample(logp), micro.per_sample(entropy)  # [B, C]
+    scores = policy.completion_logprobs(micro, entropy_grad=loss.entropy_coef > 0)  # [U, C]
+    expand = micro.per_sample  # [U, C] -> [B, C]
+    tokens, sequences = normalisers or (mini.num_tokens, mini.num_sequences)
+    entropy = expand(scores.entropy)  # type: ignore[arg-type]
     out = loss(
-        logp, micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
-        num_tokens=mini.num_tokens, num_sequences=mini.num_sequences, entropy=entropy,
+        expand(scores.logprobs), micro.old_logprobs, micro.advantages, micro.completion_mask, micro.ref_logprobs,
+        num_tokens=tokens, num_sequences=sequences, entropy=entropy, full_logprobs=expand(scores.full_logprobs),
     )  # fmt: skip
     return out, entropy
+
+
+def data_parallel_normalisers(
+    batch: MiniBatch, world: int, reduce_sum: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[float, float]:
+    """``(tokens, sequences)`` to normalise a rank's share of a mini-batch by.
+
+    The counts over all ranks (``reduce_sum`` all-reduces a tensor) divided by the number of ranks: data
+    parallel strategies average the ranks' gradients, so the result is the gradient of the global token
+    (or sequence) mean of the mini-batch, equal to one process training on all of its samples.
+
+    Args:
+        batch: This rank's mini-batch.
+        world: Number of ranks.
+        reduce_sum: Sums a ``[2]`` float64 tensor over the ranks (identity for one process).
+    """
+    counts = torch.tensor([batch.num_tokens, batch.num_sequences], dtype=torch.float64)
+    if world > 1:
+        counts = reduce_sum(counts)
+    tokens, sequences = (counts / world).tolist()
+    return tokens, sequences
 
 
 def _grads_finite(module: nn.Module) -> bool:
@@ -162,13 +198,16 @@ class MSGRPOModule(L.LightningModule):
         target_kl: float | None = None,
     ) -> None:
         super().__init__()
-        if max_grad_norm is not None and max_grad_norm <= 0:
-            raise ConfigError(f"model.max_grad_norm must be > 0 or null, got {max_grad_norm}")
-        if target_kl is not None and target_kl <= 0:
-            raise ConfigError(f"model.target_kl must be > 0 or null, got {target_kl}")
+        require(max_grad_norm is None or max_grad_norm > 0, "max_grad_norm", "> 0 or null", max_grad_norm)
+        require(target_kl is None or target_kl > 0, "target_kl", "> 0 or null", target_kl)
+        require(max_bad_updates >= 1, "max_bad_updates", ">= 1", max_bad_updates)
         self.automatic_optimization = False
         self.policy = policy
         self.loss = loss or MSGRPOLoss()
+        if self.loss.kl_coef > 0:
+            # now, before any training or checkpoint restore: the KL anchor is the initial policy, in a
+            # resumed run too (a copy made after Lightning restored a checkpoint would be the checkpoint)
+            self.policy.enable_reference()
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.target_kl = target_kl
@@ -184,6 +223,7 @@ class MSGRPOModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self._update_s = 0.0
         self._update_tokens = 0
+        self._updated = False
 
     # ----- distribution --------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -235,13 +275,15 @@ class MSGRPOModule(L.LightningModule):
                     stacklevel=2,
                 )
             mesh = init_device_mesh(mesh.device_type, (mesh.size(),), mesh_dim_names=("data_parallel",))
-        model = self.policy.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        layer_classes = set(getattr(base, "_no_split_modules", None) or [])
-        layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
-        for layer in layers:
-            fully_shard(layer, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        for model in (self.policy.model, self.policy.reference):  # the KL reference is sharded alike
+            if model is None:
+                continue
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            layer_classes = set(getattr(base, "_no_split_modules", None) or [])
+            layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+            for layer in layers:
+                fully_shard(layer, mesh=mesh)
+            fully_shard(model, mesh=mesh)
         self._fully_sharded = True
         self.fixed_generation_steps = mesh.size() > 1
         self.policy.lockstep = self.fixed_generation_steps
@@ -258,10 +300,9 @@ class MSGRPOModule(L.LightningModule):
             return fn()
         strategy = trainer.strategy
         plugin = trainer.precision_plugin
-        # autocast (``*-mixed``) is left out: rollouts run at the weights' precision (the policy's KV
-        # cache is allocated in the weights' dtype); ``*-true`` sets the default dtype to the weights'
-        context = nullcontext() if isinstance(plugin, MixedPrecision) else plugin.forward_context()
-        with context:
+        # the precision plugin's context, autocast under ``*-mixed``: rollouts run with the numerics of
+        # the update (the KV cache takes the dtype of the keys it first stores)
+        with plugin.forward_context():
             if self._strategy_kind() == "fsdp1" and strategy.model is not self:
                 return strategy._forward_redirection(strategy.model, self, "_call", fn)
             return fn()
@@ -345,14 +386,11 @@ class MSGRPOModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    def on_fit_start(self) -> None:
-        if self.loss.kl_coef > 0:
-            self.policy.enable_reference()
-
     # ----- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._update_s, self._update_tokens = 0.0, 0
         self._kl_stopped = 0
+        self._updated = False
 
     def _log_rollout(self, stats: dict[str, torch.Tensor]) -> None:
         length = stats["length"].clamp(min=1)
@@ -391,6 +429,29 @@ class MSGRPOModule(L.LightningModule):
             self._kl_stopped += 1
             return
         start = time.perf_counter()
+        try:
+            self._update(batch)
+        finally:
+            self._update_s += time.perf_counter() - start
+            self._update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
+
+    def _normalisers(self, batch: MiniBatch) -> tuple[float, float]:
+        """``(tokens, sequences)`` of the mini-batch over all ranks, divided by the number of ranks.
+
+        DDP and FSDP average the ranks' gradients, so dividing each rank's token sum by this makes the
+        gradient that of the global token (sequence) mean, whatever the split of samples over ranks, and
+        blank padding mini-batches add nothing.
+        """
+        _, world = self._world()
+        return data_parallel_normalisers(
+            batch, world, lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()
+        )
+
+    def _update(self, batch: MiniBatch) -> None:
+        """One optimizer step over the mini-batch's micro-batches (gradients accumulated)."""
+        normalisers = self._normalisers(batch)
+        if normalisers[0] == 0:  # no real token on any rank (a no-op iteration): nothing to learn from
+            return
         opt = self.optimizers()
         opt.zero_grad()
         sums = {
@@ -401,11 +462,13 @@ class MSGRPOModule(L.LightningModule):
             "approx_kl": 0.0,
             "entropy": 0.0,
             "ratio": 0.0,
+            "support_exit": 0.0,
         }
         tokens = 0
         finite = True
+        onpolicy_error = 0.0
         for micro in batch.micro_batches:
-            out, entropy = micro_batch_loss(self.policy, self.loss, micro, batch)
+            out, entropy = micro_batch_loss(self.policy, self.loss, micro, batch, normalisers)
             if not torch.isfinite(out.loss):
                 finite = False
                 if self._world()[1] == 1:
@@ -413,7 +476,7 @@ class MSGRPOModule(L.LightningModule):
                 # other ranks wait for this backward (DDP all-reduce, FSDP reduce-scatter): run it; the
                 # update is skipped on every rank below
             self.manual_backward(out.loss)
-            n = int(micro.completion_mask.sum())
+            n = out.num_tokens
             tokens += n
             sums["loss"] += float(out.loss.detach())
             sums["policy"] += float(out.policy_loss)
@@ -422,14 +485,18 @@ class MSGRPOModule(L.LightningModule):
                 ("clip_frac", out.clip_frac),
                 ("approx_kl", out.approx_kl),
                 ("ratio", out.ratio_mean),
+                ("support_exit", out.support_exit_frac),
             ):
                 sums[key] += float(value) * n
-            sums["entropy"] += float((entropy.detach() * micro.completion_mask).sum())
+            onpolicy_error = max(onpolicy_error, float(out.max_abs_log_ratio))
+            sums["entropy"] += float(torch.where(micro.completion_mask.bool(), entropy.detach(), 0.0).sum())
         finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not self._updated:  # the iteration's first update: scored exactly as the rollout sampled?
+            self._updated = True
+            self.log("loss/onpolicy_error", onpolicy_error, on_step=False, on_epoch=True, reduce_fx="max")
         if finite and self.target_kl is not None and self._moved_too_far(sums["approx_kl"] / max(tokens, 1)):
             opt.zero_grad()
             self._kl_stopped = 1
-            self._update_s += time.perf_counter() - start
             return
         if finite and self.max_grad_norm is not None:
             self._clip_gradients(opt)
@@ -455,8 +522,6 @@ class MSGRPOModule(L.LightningModule):
                     f"(max_bad_updates={self.max_bad_updates}); weights as of the last good update saved to "
                     f"{path}. Lower the learning rate or check the model dtype"
                 )
-        self._update_s += time.perf_counter() - start
-        self._update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
         self.log("loss/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True, reduce_fx="max")
         if finite:  # the same decision on every rank: every rank logs the same keys
             tokens = max(tokens, 1)
@@ -465,6 +530,7 @@ class MSGRPOModule(L.LightningModule):
             for key in ("kl", "clip_frac", "approx_kl", "entropy"):
                 self.log(f"loss/{key}", sums[key] / tokens, on_step=False, on_epoch=True)
             self.log("loss/ratio_mean", sums["ratio"] / tokens, on_step=False, on_epoch=True)
+            self.log("loss/support_exit_frac", sums["support_exit"] / tokens, on_step=False, on_epoch=True)
 
     def _moved_too_far(self, approx_kl: float) -> bool:
         """Whether the policy is further than ``target_kl`` from the rollout policy (mean over ranks)."""

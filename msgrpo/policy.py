@@ -11,6 +11,7 @@ Training only ever sees the generated token ids; decoded text is used for parsin
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import time
 import warnings
@@ -20,8 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache, StaticCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 
-from msgrpo.errors import ConfigError
+from msgrpo.distribution import SamplingDistribution, TokenScores, sample, score_tokens
+from msgrpo.errors import ConfigError, require
 from msgrpo.models import CHATML_TEMPLATE, TinySettings, build_tiny
 from msgrpo.pretrained import SMOLLM2, smollm2_dir
 from msgrpo.types import MicroBatch
@@ -38,7 +41,9 @@ class LoraSettings:
     Attributes:
         r: Adapter rank.
         alpha: LoRA alpha (scaling = alpha / r).
-        dropout: Dropout on the adapter input.
+        dropout: Dropout on the adapter input. Must be 0: the policy scores with dropout off, exactly as
+            the rollout sampled (any other value would make the first update's importance ratio differ
+            from 1), so a non-zero value is refused instead of being silently ignored.
         target_modules: Module names to adapt, or ``"all-linear"``.
     """
 
@@ -69,31 +74,6 @@ def _is_local(path: str) -> bool:
     return os.path.isdir(os.path.expanduser(path))
 
 
-def _truncate(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask scores outside the top-k / nucleus. ``[B, V] -> [B, V]`` with ``-inf`` outside."""
-    if top_k > 0 and top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-        cum = sorted_scores.softmax(-1).cumsum(-1)
-        drop_sorted = cum - sorted_scores.softmax(-1) >= top_p  # keep the token that crosses top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    return scores
-
-
-def _sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from ``softmax(logp)`` by inverse-CDF sampling. ``[B, V] -> [B]``.
-
-    Exact like ``torch.multinomial`` (tokens of probability 0 are never drawn) and an order of
-    magnitude cheaper on CPU.
-    """
-    cdf = logp.exp().cumsum(-1)  # [B, V]
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)  # [B]
-
-
 class LanguagePolicy(nn.Module):
     """A causal LM acting as a policy over text.
 
@@ -111,7 +91,8 @@ class LanguagePolicy(nn.Module):
         trust_remote_code: Allow model repositories to run their own code (off by default: only enable
             it for repositories you trust).
         gradient_checkpointing: Recompute activations in the backward pass (turned off while generating).
-        seed: Seed of the tiny preset (weights and tokenizer).
+        seed: Seed of the tiny preset's random weights; None (default) takes the run's seed
+            (``seed_everything``, else 0). The tiny tokenizer does not depend on it.
         tiny: Shape of the tiny preset.
         allowed_tokens: Constrained decoding: every generated token is one of these strings (each must be a
             single token of the tokenizer); the rest of the vocabulary gets probability 0 when sampling and
@@ -124,9 +105,16 @@ class LanguagePolicy(nn.Module):
             training forward and backward passes) likewise runs the common prefix once per micro-batch,
             its gradient gathered from every row.
 
+    Dropout is always off: the model runs in eval mode (deterministic forward passes) in the rollout and
+    in the update alike, so the importance ratio of the first update is 1 up to float rounding. Only
+    the decoder layers' training flag is turned on under ``gradient_checkpointing`` (transformers
+    checkpoints a layer only in training mode); nothing else reads it.
+
     Attributes:
         lockstep: Set by the training module when parameters are sharded (FSDP): every rank must run
             the same forward passes, so scoring adds no data-dependent prefix pass.
+        distribution: The sampling distribution (temperature, allowed tokens, top-k/top-p) that
+            generation samples from and scoring scores under.
     """
 
     def __init__(
@@ -141,20 +129,24 @@ class LanguagePolicy(nn.Module):
         dtype: str = "float32",
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
-        seed: int = 0,
+        seed: int | None = None,
         tiny: TinySettings | None = None,
         share_prefill: bool = True,
         allowed_tokens: list[str] | None = None,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ConfigError(f"policy.temperature must be > 0, got {temperature}")
-        if max_new_tokens < 1:
-            raise ConfigError(f"policy.max_new_tokens must be >= 1, got {max_new_tokens}")
-        if top_k < 0 or not 0.0 < top_p <= 1.0:
-            raise ConfigError(f"policy.top_k must be >= 0 and top_p in (0, 1], got {top_k}, {top_p}")
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"policy.dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        SamplingDistribution(temperature, top_k, top_p)  # validate before the (slow) model load
+        require(max_new_tokens >= 1, "max_new_tokens", ">= 1", max_new_tokens)
+        require(dtype in ("float32", "bfloat16", "float16"), "dtype", "float32, bfloat16 or float16", dtype)
+        if lora is not None:
+            require(lora.r >= 1, "lora.r", ">= 1", lora.r)
+            require(
+                lora.dropout == 0,
+                "lora.dropout",
+                "0 (the policy scores with dropout off, as the rollout samples, so the first update is exactly "
+                "on-policy; use weight decay or a KL penalty to regularise)",
+                lora.dropout,
+            )
         self.model_name_or_path = model_name_or_path
         self.temperature = temperature
         self.top_k = top_k
@@ -165,6 +157,8 @@ class LanguagePolicy(nn.Module):
         self.share_prefill = share_prefill
         self.lockstep = False
         self.uses_lora = lora is not None
+        seed = run_seed() if seed is None else seed
+        self.seed = seed
         model, self.tokenizer = self._load(model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -177,7 +171,7 @@ class LanguagePolicy(nn.Module):
             self.tokenizer.chat_template = CHATML_TEMPLATE
         self.allowed_tokens = list(allowed_tokens) if allowed_tokens is not None else None
         self.allowed_ids = self._token_ids(self.allowed_tokens) if self.allowed_tokens is not None else None
-        self._allowed_mask: torch.Tensor | None = None  # [V] bool, built on first use (vocab size, device)
+        self.distribution = SamplingDistribution(temperature, top_k, top_p, self.allowed_ids)
         self.eos_ids = sorted(
             {
                 i
@@ -199,7 +193,9 @@ class LanguagePolicy(nn.Module):
                 ),
             )
         self.model = model
+        self._cache_arg = _cache_argument(model)
         self.reference: nn.Module | None = None
+        self.train(self.training)
 
     # ----- loading -------------------------------------------------------------------------------
     @staticmethod
@@ -225,37 +221,48 @@ class LanguagePolicy(nn.Module):
     def _token_ids(self, strings: list[str]) -> list[int]:
         """The single token id of each string (``allowed_tokens``); a clear error for anything else."""
         if not strings:
-            raise ConfigError("policy.allowed_tokens is empty: give at least one token, or null for no constraint")
+            raise ConfigError(
+                "allowed_tokens is empty: give at least one token, or null for no constraint", setting="allowed_tokens"
+            )
         ids = []
         for s in strings:
             enc = self.tokenizer.encode(s, add_special_tokens=False)
             if len(enc) != 1:
                 pieces = self.tokenizer.convert_ids_to_tokens(enc)
                 raise ConfigError(
-                    f"policy.allowed_tokens: {s!r} is {len(enc)} tokens {pieces} of this tokenizer; every entry "
-                    "must be exactly one token (check leading spaces)"
+                    f"allowed_tokens: {s!r} is {len(enc)} tokens {pieces} of this tokenizer; every entry "
+                    "must be exactly one token (check leading spaces)",
+                    setting="allowed_tokens",
                 )
             ids.append(enc[0])
         return sorted(set(ids))
 
-    def _restrict(self, scores: torch.Tensor) -> torch.Tensor:
-        """Mask every token outside ``allowed_tokens`` with ``-inf``. ``[..., V] -> [..., V]``."""
-        if self.allowed_ids is None:
-            return scores
-        mask = self._allowed_mask
-        if mask is None or mask.shape[0] != scores.shape[-1] or mask.device != scores.device:
-            mask = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)  # True: masked out
-            mask[torch.tensor(self.allowed_ids, device=scores.device)] = False
-            self._allowed_mask = mask
-        return scores.masked_fill(mask, float("-inf"))
-
     def enable_reference(self) -> None:
         """Make :meth:`reference_logprobs` available (a frozen copy for full fine-tuning; under LoRA the
-        adapter-disabled base model is the reference and nothing is copied)."""
+        adapter-disabled base model is the reference and nothing is copied).
+
+        The copy is of the model as it is now: call this before any training or checkpoint restore (the
+        training module does, when it is built), so that the reference is the initial policy, in a
+        resumed run too."""
         if not self.uses_lora and self.reference is None:
             ref = copy.deepcopy(self.model).eval()
             ref.requires_grad_(False)
             object.__setattr__(self, "reference", ref)  # not a submodule: not trained, not checkpointed
+
+    def train(self, mode: bool = True) -> LanguagePolicy:
+        """Set the training flag, keeping every forward pass deterministic (dropout off).
+
+        The model itself stays in eval mode; under ``gradient_checkpointing`` the decoder layers (and only
+        they, not their submodules) get ``training = mode``, which is what transformers checks before
+        checkpointing a layer.
+        """
+        super().train(mode)
+        self.model.eval()
+        if self.gradient_checkpointing:
+            for module in self.model.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.training = mode
+        return self
 
     # ----- prompts -------------------------------------------------------------------------------
     def encode(self, messages: list[list[dict[str, str]]]) -> list[torch.Tensor]:
@@ -338,8 +345,6 @@ class LanguagePolicy(nn.Module):
             The completions and their log-probs under the sampling distribution.
         """
         device = self.device
-        was_training = self.model.training
-        self.model.eval()
         batch = len(prompts)
         shared = 0 if fixed_steps else self.shared_prefix_len(prompts)
         # the rest of each prompt, left padded
@@ -355,9 +360,9 @@ class LanguagePolicy(nn.Module):
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self._cache_arg: cache},
             )
             forward_s += time.perf_counter() - start
             return out.logits[:, -1]  # [rows, V]
@@ -385,13 +390,11 @@ class LanguagePolicy(nn.Module):
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, logps = [], []
         for t in range(self.max_new_tokens):
-            scores = self._restrict(logits.float() / self.temperature)  # [B, V]
-            scores = _truncate(scores, self.top_k, self.top_p)
-            logp = scores.log_softmax(-1)  # [B, V]
+            logp = self.distribution.sampling_logprobs(logits)  # [B, V]
             if greedy:
                 nxt = logp.argmax(-1)
             else:
-                nxt = _sample(logp, generator)  # [B]
+                nxt = sample(logp, generator)  # [B]
             tok_logp = logp.gather(-1, nxt[:, None]).squeeze(-1)  # [B]
             tokens.append(torch.where(finished, torch.full_like(nxt, -1), nxt))  # -1: after the end
             logps.append(tok_logp)
@@ -402,7 +405,6 @@ class LanguagePolicy(nn.Module):
             step_pos = step_pos[:, -1:] + 1
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             logits = forward(nxt[:, None], attention_mask, step_pos)
-        self.model.train(was_training)
         token_mat = torch.stack(tokens, 1).cpu()  # [B, C_max]
         logp_mat = torch.stack(logps, 1).float().cpu()  # [B, C_max]
         completion_ids, logprobs = [], []
@@ -465,9 +467,9 @@ class LanguagePolicy(nn.Module):
             input_ids=prefix,
             attention_mask=torch.ones_like(prefix),
             position_ids=torch.arange(shared, device=ids.device)[None],
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_arg: cache},
         )
         cache.reorder_cache(torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device))  # [U] rows
         cols = torch.arange(total - width, total, device=ids.device)  # original column of each rest column
@@ -478,59 +480,69 @@ class LanguagePolicy(nn.Module):
             input_ids=ids[:, -width:],
             attention_mask=full_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=c + 1,
+            **{self._cache_arg: cache},
         ).logits
 
     def _score(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool, entropy_grad: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> TokenScores:
         c = batch.completion_len
-        logits = self._restrict(self._forward_scores(model, batch)[:, :-1].float() / self.temperature)  # [B, C, V]
-        logits = (
-            torch.stack([_truncate(logits[:, t], self.top_k, self.top_p) for t in range(c)], 1)
-            if (self.top_k > 0 or self.top_p < 1.0)
-            else logits
-        )
-        targets = batch.input_ids[:, -c:]  # [B, C]
-        logp_all = logits.log_softmax(-1)  # [B, C, V]
-        logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)  # [B, C]
-        entropy = None
-        if with_entropy:
-            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-                p = logp_all.exp()
-                entropy = -(p * logp_all.masked_fill(p == 0, 0.0)).sum(-1)  # [B, C]
-        return logp, entropy
+        logits = self._forward_scores(model, batch)[:, :-1]  # [U, C, V]
+        targets = batch.input_ids[:, -c:]  # [U, C]
+        return score_tokens(self.distribution, logits, targets, batch.row_mask, with_entropy, entropy_grad)
 
-    def completion_logprobs(self, batch: MicroBatch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs (with gradients) and entropies of the completion tokens.
+    def completion_logprobs(self, batch: MicroBatch, entropy_grad: bool = False) -> TokenScores:
+        """Log-probs (with gradients) and entropies of the completion tokens of every distinct row.
 
         Args:
             batch: The micro-batch.
             entropy_grad: Keep the entropies' gradient (for an entropy bonus in the loss).
 
         Returns:
-            ``logprobs [B, C]`` and ``entropy [B, C]`` (no gradient unless ``entropy_grad``); padded
-            positions hold junk and must be masked with ``batch.completion_mask``.
+            :class:`~msgrpo.distribution.TokenScores` of shape ``[U, C]`` (one row per distinct sequence,
+            see :attr:`MicroBatch.rows`): sampling log-probs, untruncated log-probs and entropies;
+            padded positions hold exactly 0.
         """
-        if self.gradient_checkpointing and not getattr(self.model, "is_gradient_checkpointing", False):
-            self.model.gradient_checkpointing_enable()
-        logp, entropy = self._score(self.model, batch, with_entropy=True, entropy_grad=entropy_grad)
-        return logp, entropy  # type: ignore[return-value]
+        if self.gradient_checkpointing:
+            _enable_checkpointing(self.model)
+        return self._score(self.model, batch, with_entropy=True, entropy_grad=entropy_grad)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: MicroBatch) -> torch.Tensor:
         """Completion log-probs under the reference policy (the adapter-disabled base under LoRA, the
-        frozen initial copy otherwise). ``[B, C]``."""
+        frozen initial copy otherwise), without top-k/top-p truncation (allowed tokens and temperature
+        only), the distribution the KL penalty is computed on. ``[U, C]``, 0 at padding."""
         if self.uses_lora:
             with self.model.disable_adapter():
-                return self._score(self.model, batch, with_entropy=False)[0]
+                return self._score(self.model, batch, with_entropy=False).full_logprobs
         if self.reference is None:
             raise RuntimeError("reference policy not enabled: call enable_reference() (done when kl_coef > 0)")
         if next(self.reference.parameters()).device != self.device:
             self.reference.to(self.device)
-        return self._score(self.reference, batch, with_entropy=False)[0]
+        return self._score(self.reference, batch, with_entropy=False).full_logprobs
+
+
+def run_seed() -> int:
+    """The run's seed: the one ``seed_everything`` set (``PL_GLOBAL_SEED``), else 0."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    """Turn on activation checkpointing once (``activation_checkpointing_enable`` in newer transformers)."""
+    enabled = getattr(model, "is_activation_checkpointing", None)
+    if enabled is None:
+        enabled = getattr(model, "is_gradient_checkpointing", False)
+    if not enabled:
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """The name under which this model's forward takes a KV cache (``cache`` since transformers 5.24,
+    ``past_key_values`` before)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _as_list(x: Any) -> list:

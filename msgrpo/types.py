@@ -137,6 +137,29 @@ class MicroBatch:
     ref_logprobs: torch.Tensor | None = None
     rows: torch.Tensor | None = None
 
+    @classmethod
+    def blank(cls, pad_id: int) -> MicroBatch:
+        """A one-row micro-batch that contributes nothing (no real completion token, zero advantage): the
+        padding a rank runs so that every rank makes the same forward and backward passes."""
+        return cls(
+            input_ids=torch.full((1, 2), pad_id, dtype=torch.long),
+            attention_mask=torch.tensor([[1, 0]]),  # the completion column is padding
+            completion_mask=torch.zeros((1, 1)),
+            old_logprobs=torch.zeros((1, 1)),
+            advantages=torch.zeros(1),
+            ref_logprobs=torch.zeros((1, 1)),
+        )
+
+    @property
+    def row_mask(self) -> torch.Tensor:
+        """``[U, C]`` bool: the real completion tokens of each distinct row (completions are right padded)."""
+        return self.attention_mask[:, -self.completion_len :].bool()
+
+    @property
+    def num_tokens(self) -> int:
+        """Real completion tokens of this micro-batch's samples."""
+        return int(self.completion_mask.sum())
+
     def per_sample(self, per_row: torch.Tensor) -> torch.Tensor:
         """Expand a ``[U, ...]`` result computed on the distinct rows of ``input_ids`` to ``[B, ...]``."""
         return per_row if self.rows is None else per_row[self.rows]

@@ -27,3 +27,10 @@ def tiny_policy_factory():
 @pytest.fixture
 def tiny_policy(tiny_policy_factory) -> LanguagePolicy:
     return tiny_policy_factory()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_run_seed(monkeypatch):
+    """``seed_everything`` (run by every CLI test) leaves ``PL_GLOBAL_SEED`` in the environment, and seeds left
+    at None follow it: start every test from a clean one."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)

@@ -84,3 +84,9 @@ def test_pack_by_budget_counts_a_repeated_sequence_once():
     groups = pack_by_budget(same, token_budget=10)
     assert [len(g) for g in groups] == [4]  # one distinct row of 10 tokens fits the budget
     assert [len(g) for g in pack_by_budget(same, token_budget=10, dedupe=False)] == [1, 1, 1, 1]
+
+
+def test_minibatches_split_evenly_into_exactly_the_number_asked():
+    for n, k, sizes in ((10, 4, [3, 3, 2, 2]), (5, 3, [2, 2, 1]), (8, 8, [1] * 8), (7, 1, [7])):
+        out = minibatches([_sample(3, 1) for _ in range(n)], k, 10_000, 0, torch.Generator().manual_seed(0))
+        assert [b.num_sequences for b in out] == sizes

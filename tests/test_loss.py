@@ -119,3 +119,48 @@ def test_entropy_bonus_needs_entropy_and_is_non_negative():
         MSGRPOLoss(entropy_coef=0.1)(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1), torch.ones(1, 1))
     with pytest.raises(ConfigError, match="entropy_coef"):
         MSGRPOLoss(entropy_coef=-0.1)
+
+
+def test_padding_holding_inf_or_nan_never_reaches_the_loss():
+    # a padded position may hold anything (-inf: the pad id outside top-k / allowed tokens; NaN): it is
+    # selected away, so the loss and the gradient are those of the real tokens alone
+    new = torch.tensor([[math.log(1.5), float("-inf")], [math.log(0.5), float("nan")]], requires_grad=True)
+    old = torch.zeros(2, 2)
+    adv = torch.tensor([1.0, -1.0])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    ref = torch.tensor([[0.0, float("-inf")], [0.0, float("inf")]])
+    for kl in (0.0, 0.5):
+        out = MSGRPOLoss(clip_eps=0.2, kl_coef=kl)(new, old, adv, mask, ref_logprobs=ref)
+        # real tokens: A=+1, r=1.5 -> clipped 1.2; A=-1, r=0.5 -> min(-0.5, -0.8) = -0.8 -> loss -(1.2-0.8)/2
+        k3 = sum(math.exp(-math.log(r)) + math.log(r) - 1 for r in (1.5, 0.5)) / 2  # d = ref - logp = -log r
+        assert out.loss.item() == pytest.approx(-0.2 + kl * k3, abs=1e-6)
+        (grad,) = torch.autograd.grad(out.loss, new)
+        assert torch.isfinite(grad).all() and (grad[:, 1] == 0).all()
+        assert all(math.isfinite(float(v)) for v in (out.kl, out.approx_kl, out.clip_frac, out.ratio_mean))
+
+
+def test_a_token_that_left_the_truncated_support_is_bounded_and_counted():
+    # after an update, a sampled token can fall outside the current top-k: logp = -inf under the sampling
+    # distribution. Its ratio is e^-20 (no gradient: clipped or zero), it is left out of approx_kl, and
+    # support_exit_frac counts it; the KL uses the untruncated log-probs, which stay finite.
+    new = torch.tensor([[float("-inf"), math.log(1.1)]], requires_grad=True)
+    full = torch.tensor([[math.log(0.01), math.log(1.1)]], requires_grad=True)
+    old = torch.zeros(1, 2)
+    ref = torch.zeros(1, 2)
+    for adv in (1.0, -1.0):
+        out = MSGRPOLoss(kl_coef=0.1)(new, old, torch.tensor([adv]), torch.ones(1, 2), ref, full_logprobs=full)
+        assert torch.isfinite(out.loss)
+        assert out.support_exit_frac.item() == pytest.approx(0.5)
+        assert out.approx_kl.item() == pytest.approx((1.1 - 1) - math.log(1.1), rel=1e-5)  # the other token
+        g_new, g_full = torch.autograd.grad(out.loss, (new, full))
+        assert g_new[0, 0] == 0 and torch.isfinite(g_new).all()
+        # k3 on the untruncated token: d = 0 - log 0.01; d/dlogp of (e^d - d - 1) = 1 - e^d, times kl / 2
+        assert g_full[0, 0].item() == pytest.approx(0.1 * (1 - 100.0) / 2, rel=1e-5)
+
+
+def test_max_abs_log_ratio_is_zero_on_policy():
+    lp = torch.log(torch.tensor([[0.3, 0.2], [0.6, 0.1]]))
+    out = MSGRPOLoss()(lp, lp.clone(), torch.tensor([1.0, -1.0]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
+    assert out.max_abs_log_ratio.item() == 0.0 and out.ratio_mean.item() == 1.0
+    out = MSGRPOLoss()(lp + 0.3, lp, torch.tensor([1.0, -1.0]), torch.ones(2, 2))
+    assert out.max_abs_log_ratio.item() == pytest.approx(0.3, abs=1e-6)

@@ -34,12 +34,13 @@ def test_rollout_logprobs_match_training_logprobs(tiny_policy_factory, kwargs):
     gen = policy.generate(prompts, generator=torch.Generator().manual_seed(0))
     assert len(gen.completion_ids) == 3 and all(c.numel() >= 1 for c in gen.completion_ids)
     batch = _batch(policy, prompts, gen)
-    logp, entropy = policy.completion_logprobs(batch)
+    scores = policy.completion_logprobs(batch)
+    logp, entropy = scores.logprobs, scores.entropy
     mask = batch.completion_mask.bool()
     assert torch.allclose(logp[mask], batch.old_logprobs[mask], atol=1e-4)
     assert entropy.shape == logp.shape and (entropy[mask] > 0).all()
     assert logp.requires_grad and not entropy.requires_grad
-    _, entropy_grad = policy.completion_logprobs(batch, entropy_grad=True)  # for an entropy bonus
+    entropy_grad = policy.completion_logprobs(batch, entropy_grad=True).entropy  # for an entropy bonus
     assert entropy_grad.requires_grad and torch.allclose(entropy_grad.detach(), entropy)
 
 
@@ -56,7 +57,8 @@ def test_shared_prefix_scoring_matches_plain_scoring_with_gradients(tiny_policy_
     def run(share: bool):
         policy.share_prefill = share
         policy.model.zero_grad()
-        logp, entropy = policy.completion_logprobs(batch)
+        scores = policy.completion_logprobs(batch)
+        logp, entropy = scores.logprobs, scores.entropy
         (logp * batch.completion_mask).sum().backward()
         grads = [p.grad.clone() for p in policy.model.parameters()]
         return logp.detach(), entropy, grads
@@ -82,7 +84,8 @@ def test_allowed_tokens_constrain_sampling_and_scoring_exactly(tiny_policy_facto
     gen = policy.generate(prompts, generator=torch.Generator().manual_seed(3))
     assert all(c.numel() == 2 and set(c.tolist()) <= set(ids) for c in gen.completion_ids)
     batch = _batch(policy, prompts, gen)
-    logp, entropy = policy.completion_logprobs(batch)
+    scores = policy.completion_logprobs(batch)
+    logp, entropy = scores.logprobs, scores.entropy
     mask = batch.completion_mask.bool()
     assert torch.allclose(logp[mask], batch.old_logprobs[mask], atol=1e-4)
     assert (entropy[mask] <= torch.log(torch.tensor(4.0)) + 1e-5).all()  # a distribution over 4 tokens
@@ -147,10 +150,10 @@ def test_lora_trains_adapter_only_and_reference_is_base(tiny_policy_factory):
     gen = policy.generate(prompts, generator=torch.Generator().manual_seed(0))
     batch = _batch(policy, prompts, gen)
     ref = policy.reference_logprobs(batch)
-    base_lp, _ = base.completion_logprobs(batch)
+    base_lp = base.completion_logprobs(batch).logprobs
     mask = batch.completion_mask.bool()
     assert torch.allclose(ref[mask], base_lp[mask], atol=1e-5)
-    cur, _ = policy.completion_logprobs(batch)
+    cur = policy.completion_logprobs(batch).logprobs
     assert not torch.allclose(cur[mask], ref[mask], atol=1e-3)
 
 
@@ -196,3 +199,40 @@ def test_loading_errors_are_one_line_config_errors(tmp_path):
         LanguagePolicy(max_new_tokens=0)
     with pytest.raises(ConfigError, match="temperature"):
         LanguagePolicy(temperature=0)
+
+
+def test_scoring_is_deterministic_in_training_mode_even_with_model_dropout(tiny_policy_factory):
+    # Lightning puts modules in training mode for the update; the rollout sampled without dropout. With
+    # the model's attention dropout at 0.5 the update must still score exactly what the rollout sampled.
+    policy = tiny_policy_factory(max_new_tokens=3)
+    for module in policy.model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    prompts = _prompts(policy)
+    gen = policy.generate(prompts, generator=torch.Generator().manual_seed(0))
+    batch = _batch(policy, prompts, gen)
+    policy.train()
+    assert policy.training and not policy.model.training
+    mask = batch.completion_mask.bool()
+    first = policy.completion_logprobs(batch).logprobs
+    second = policy.completion_logprobs(batch).logprobs
+    assert torch.equal(first, second)
+    assert torch.allclose(first[mask], batch.old_logprobs[mask], atol=1e-5)
+
+
+def test_gradient_checkpointing_keeps_dropout_off(tiny_policy_factory):
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    policy = tiny_policy_factory(max_new_tokens=2, gradient_checkpointing=True)
+    policy.train()
+    layers = [m for m in policy.model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert layers and all(m.training for m in layers)  # what transformers checks before checkpointing
+    others = [m for m in policy.model.modules() if not isinstance(m, GradientCheckpointingLayer)]
+    assert not any(m.training for m in others)
+    policy.eval()
+    assert not any(m.training for m in policy.model.modules())
+
+
+def test_lora_dropout_is_refused_with_the_reason(tiny_policy_factory):
+    with pytest.raises(ConfigError, match="lora.dropout must be 0 .*on-policy"):
+        tiny_policy_factory(lora=LoraSettings(r=4, dropout=0.1))

@@ -71,3 +71,18 @@ def test_lora_checkpoint_holds_adapter_only_and_resumes_with_last(tmp_path):
     _assert_same(straight, resumed)
     lora_b = [p for n, p in resumed.model.policy.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # the adapter learned (and came back from the checkpoint)
+
+
+def test_resumed_full_finetune_keeps_the_initial_model_as_kl_anchor(tmp_path):
+    from msgrpo.policy import LanguagePolicy
+
+    kl = ["--model.loss.init_args.kl_coef=0.1"]
+    _fit(tmp_path / "split", 2, *kl)
+    resumed = _fit(tmp_path / "split", 3, *kl, "--ckpt_path=last")
+    initial = LanguagePolicy(seed=0, max_new_tokens=1)  # the recipe's tiny model, before any training
+    reference = dict(resumed.model.policy.reference.named_parameters())
+    trained = dict(resumed.model.policy.model.named_parameters())
+    for name, p in initial.model.named_parameters():
+        assert torch.equal(reference[name], p), name
+    assert any(not torch.equal(trained[n], p) for n, p in initial.model.named_parameters())
+    assert resumed.model.history[-1]["loss/kl"] > 0

@@ -24,6 +24,8 @@ from typing import Literal
 
 import torch
 
+from msgrpo.errors import ConfigError
+
 EPS = 1e-6
 
 
@@ -92,12 +94,24 @@ def _rows_to_episodes(rows: torch.Tensor, lengths: list[int]) -> list[torch.Tens
 
 def _check_gamma(name: str, gamma: float) -> None:
     if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
-        raise ValueError(f"{name}: gamma must be in [0, 1], got {gamma!r}")
+        raise ConfigError(f"{name}: gamma must be in [0, 1]", setting="gamma", value=gamma)
 
 
 def _check_stats_over(name: str, stats_over: str) -> None:
     if stats_over not in ("episodes", "steps"):
-        raise ValueError(f"{name}: stats_over must be 'episodes' or 'steps', got {stats_over!r}")
+        raise ConfigError(f"{name}: stats_over must be 'episodes' or 'steps'", setting="stats_over", value=stats_over)
+
+
+def episode_weights(advantages: list[torch.Tensor]) -> torch.Tensor:
+    """What each episode's steps train on: the mean ``|A_t|`` over its steps (0 for no steps). ``[E]``.
+
+    Samplers draw episodes by this, so that whatever the credit assigner, an episode whose steps all carry
+    advantage 0 weighs nothing and one whose steps carry large advantages (of either sign) weighs much.
+    Under :class:`EpisodeReturn` every step carries ``A_i``, so the weight is ``|A_i|``, the paper's.
+    """
+    return torch.tensor(
+        [float(a.abs().to(torch.float64).mean()) if a.numel() else 0.0 for a in advantages], dtype=torch.float32
+    )
 
 
 def _episode_level_advantages(
@@ -128,10 +142,11 @@ class CreditAssigner(ABC):
     """
 
     def __init__(self, scale_by_std: bool = True, eps: float = EPS) -> None:
+        name = type(self).__name__
         if not isinstance(scale_by_std, bool):
-            raise ValueError(f"{type(self).__name__}: scale_by_std must be a bool, got {scale_by_std!r}")
+            raise ConfigError(f"{name}: scale_by_std must be true or false", setting="scale_by_std", value=scale_by_std)
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"{type(self).__name__}: eps must be a finite number >= 0, got {eps!r}")
+            raise ConfigError(f"{name}: eps must be a finite number >= 0", setting="eps", value=eps)
         self.scale_by_std = scale_by_std
         self.eps = float(eps)
 
@@ -154,7 +169,10 @@ class CreditAssigner(ABC):
         """
 
     def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
-        """Episode-level advantages used by samplers: the group-normalised return. ``[E]``."""
+        """The episode-level part of the credit: the group-normalised return. ``[E]``.
+
+        Samplers do not use it: they weigh episodes by what their steps carry (:func:`episode_weights`).
+        """
         self._check_inputs(rewards, group_ids)
         return group_normalize(episode_returns(rewards), group_ids, self.scale_by_std, self.eps)
 
@@ -206,7 +224,6 @@ class StepReward(CreditAssigner):
 
     ``A_{i,t} = (r_{i,t} - mean(r)) / (std(r) + eps)`` where mean and std run over every step of every
     episode of the group. No credit flows between steps: a step is judged by its immediate reward only.
-    Samplers still see the group-normalised episode return (:meth:`episode_advantages`).
 
     Args:
         scale_by_std: Divide by the std of the group's step rewards or not (Dr. GRPO style).
@@ -230,8 +247,7 @@ class DiscountedReturn(CreditAssigner):
     """Each step carries its discounted return-to-go, normalised over all step rows of its group.
 
     ``G_{i,t} = sum_{k>=t} gamma^(k-t) r_{i,k}``; ``A_{i,t} = (G_{i,t} - mean(G)) / (std(G) + eps)``
-    where mean and std run over every step of every episode of the group. Samplers still see the
-    group-normalised episode return (:meth:`episode_advantages`).
+    where mean and std run over every step of every episode of the group.
 
     Args:
         gamma: Discount per step, in ``[0, 1]`` (1: undiscounted reward-to-go; 0: the step reward).
@@ -307,7 +323,7 @@ class AnchorState(CreditAssigner):
         super().__init__(scale_by_std, eps)
         name = type(self).__name__
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"{name}: weight must be a finite number >= 0, got {weight!r}")
+            raise ConfigError(f"{name}: weight must be a finite number >= 0", setting="weight", value=weight)
         _check_gamma(name, gamma)
         _check_stats_over(name, stats_over)
         self.weight = float(weight)

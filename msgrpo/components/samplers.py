@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import torch
+
+from msgrpo.errors import ConfigError
 
 
 class EpisodeSampler(ABC):
@@ -20,7 +23,7 @@ class EpisodeSampler(ABC):
     @abstractmethod
     def sample(
         self,
-        advantages: torch.Tensor,
+        abs_advantages: torch.Tensor,
         returns: torch.Tensor,
         group_ids: torch.Tensor,
         generator: torch.Generator,
@@ -28,25 +31,28 @@ class EpisodeSampler(ABC):
         """Pick episodes.
 
         Args:
-            advantages: ``[E]`` episode-level advantages.
+            abs_advantages: ``[E]`` what each episode's steps will train on: the mean ``|A_t|`` over its
+                steps, from whichever credit assigner is in use (``|A_i|`` under ``EpisodeReturn``; an
+                episode whose step advantages are all 0 has 0). Non-negative.
             returns: ``[E]`` episode returns.
             group_ids: ``[E]`` group of each episode.
-            generator: The seeded RNG to draw with (its state is checkpointed).
+            generator: The seeded RNG to draw with.
 
         Returns:
-            ``[K]`` long indices into the ``E`` episodes (repeats allowed with replacement).
+            ``[K]`` long indices into the ``E`` episodes (repeats allowed with replacement). Without
+            replacement, ``K`` is at most ``E`` (fewer episodes than asked for, e.g. when some episodes
+            errored, give a smaller sample, not an error).
         """
 
     def validate(self, num_episodes: int) -> None:
-        """Raise ``ValueError`` when this sampler cannot work on ``num_episodes`` episodes per rollout."""
+        """Raise :class:`~msgrpo.errors.ConfigError` when this sampler cannot work on ``num_episodes``
+        episodes per rollout (checked once, when the data module is built)."""
         return None  # the default sampler works on any number of episodes
 
 
 def _check_positive_int(name: str, what: str, k: object) -> None:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise ValueError(f"{name}: {what} must be an integer, got {k!r}")
-    if k < 1:
-        raise ValueError(f"{name}: {what} must be >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"{name}: {what} must be an integer >= 1", setting=what, value=k)
 
 
 def _check_count(
@@ -60,16 +66,16 @@ def _check_count(
 ) -> None:
     _check_positive_int(name, what, k)
     if not replacement and k > available:
-        raise ValueError(f"{name}: {what}={k} exceeds the {available} {pool}; {hint}")
+        raise ConfigError(f"{name}: {what}={k} exceeds the {available} {pool}; {hint}", setting=what)
 
 
 def _check_inputs(name: str, advantages: torch.Tensor, returns: torch.Tensor, group_ids: torch.Tensor) -> None:
     if advantages.dim() != 1:
-        raise ValueError(f"{name}: advantages must have shape [E], got {tuple(advantages.shape)}")
+        raise ValueError(f"{name}: abs_advantages must have shape [E], got {tuple(advantages.shape)}")
     e = advantages.numel()
     if returns.shape != (e,) or group_ids.shape != (e,):
         raise ValueError(
-            f"{name}: advantages {tuple(advantages.shape)}, returns {tuple(returns.shape)} and "
+            f"{name}: abs_advantages {tuple(advantages.shape)}, returns {tuple(returns.shape)} and "
             f"group_ids {tuple(group_ids.shape)} must all have shape [E]"
         )
 
@@ -84,8 +90,8 @@ def _abs_weights(name: str, advantages: torch.Tensor) -> torch.Tensor:
 class All(EpisodeSampler):
     """Train on every episode."""
 
-    def sample(self, advantages, returns, group_ids, generator):
-        return torch.arange(advantages.numel())
+    def sample(self, abs_advantages, returns, group_ids, generator):
+        return torch.arange(abs_advantages.numel())
 
 
 class Uniform(EpisodeSampler):
@@ -104,48 +110,146 @@ class Uniform(EpisodeSampler):
     def validate(self, num_episodes: int) -> None:
         _check_count(type(self).__name__, self.num_episodes, num_episodes, self.replacement)
 
-    def sample(self, advantages, returns, group_ids, generator):
-        _check_inputs(type(self).__name__, advantages, returns, group_ids)
-        self.validate(advantages.numel())
-        weights = torch.ones(advantages.numel(), dtype=torch.float64)
-        return torch.multinomial(weights, self.num_episodes, self.replacement, generator=generator)
+    def sample(self, abs_advantages, returns, group_ids, generator):
+        _check_inputs(type(self).__name__, abs_advantages, returns, group_ids)
+        e = abs_advantages.numel()
+        k = self.num_episodes if self.replacement else min(self.num_episodes, e)
+        return torch.multinomial(torch.ones(e, dtype=torch.float64), k, self.replacement, generator=generator)
+
+
+def inclusion_probabilities(weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Inclusion probabilities proportional to ``weights`` for a sample of ``k`` without replacement.
+
+    ``pi_i = min(1, c * w_i)`` with ``c`` chosen so that ``sum(pi) = k``: an episode whose share would
+    exceed 1 is always included and the rest of the budget is spread over the others in proportion to
+    their weights. Needs at least ``k`` positive weights.
+
+    Args:
+        weights: ``[E]`` non-negative weights.
+        k: Sample size.
+
+    Returns:
+        ``[E]`` float64 probabilities in ``[0, 1]`` summing to ``k``.
+    """
+    w = weights.to(torch.float64)
+    if int((w > 0).sum()) < k:
+        raise ValueError(f"inclusion_probabilities: {int((w > 0).sum())} positive weights for a sample of {k}")
+    pi = torch.zeros_like(w)
+    certain = torch.zeros_like(w, dtype=torch.bool)
+    while True:
+        rest = k - int(certain.sum())
+        free = ~certain
+        pi[free] = rest * w[free] / w[free].sum()
+        over = free & (pi >= 1.0)
+        if not bool(over.any()):
+            break
+        certain |= over
+        pi[certain] = 1.0
+    return pi
+
+
+def systematic_sample(pi: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Draw a sample whose inclusion probabilities are exactly ``pi`` (systematic sampling, random order).
+
+    The items are put in a random order and laid end to end on ``[0, sum(pi))``, each taking a segment
+    as long as its probability; the points ``u, u + 1, ...`` (``u`` uniform in ``[0, 1)``) pick the
+    items whose segments they fall in. A segment of length ``pi_i <= 1`` holds at most one point, and
+    one with probability ``pi_i``; the sample has exactly ``sum(pi)`` items, none repeated.
+
+    Args:
+        pi: ``[E]`` probabilities in ``[0, 1]`` summing to an integer ``k``.
+        generator: The RNG.
+
+    Returns:
+        ``[k]`` long indices, distinct.
+    """
+    k = int(round(float(pi.sum())))
+    order = torch.randperm(pi.numel(), generator=generator)
+    edges = pi[order].cumsum(0)  # [E] right edge of each segment
+    edges[-1] = float(k)  # exact end: float error cannot drop the last point
+    points = torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(k, dtype=torch.float64)
+    return order[torch.searchsorted(edges, points, right=True)]
 
 
 class AbsoluteAdvantageWeighted(EpisodeSampler):
-    """Draw episodes with probability proportional to ``|A_i|`` (the paper's sampler).
+    """Draw episodes with probability proportional to ``|A|`` (the paper's sampler).
 
-    Episodes at the group mean carry no gradient and are never drawn while others remain. Without
-    replacement, once every episode with ``|A| > 0`` is drawn the rest are drawn uniformly; when every
-    ``|A|`` is 0 the draw is uniform.
+    An episode's weight is what its steps train on: the mean ``|A_t|`` over its steps (the episode's
+    ``|A_i|`` under :class:`~msgrpo.components.credit.EpisodeReturn`). ``scheme`` says exactly what is drawn:
+
+    * ``"proportional"`` (default): ``num_episodes`` distinct episodes, each included with probability
+      ``min(1, c |A_i|)`` (``c`` makes them sum to ``num_episodes``; see :func:`inclusion_probabilities`),
+      drawn by systematic sampling in a random order. This is the sample without replacement whose
+      inclusion probabilities are proportional to ``|A|``, so it is the closest reading of "episodes are
+      sampled with probability proportional to ``|A|``" that never trains on an episode twice.
+    * ``"successive"``: ``num_episodes`` successive weighted draws without replacement
+      (``torch.multinomial``). Inclusion is not proportional: an episode with 8x the ``|A|`` of each of
+      24 others, 3 drawn, is included about 5.9x as often as each of them, not 8x.
+    * ``"replacement"``: ``num_episodes`` independent draws with probability proportional to ``|A|``; an
+      episode can be drawn (and trained on) several times.
+
+    Episodes with ``|A| = 0`` carry no policy gradient. When fewer than ``num_episodes`` episodes have
+    ``|A| > 0``, the proportional and successive schemes take all of those and, unless ``fill``, nothing
+    else: zero-advantage filler would only dilute the token mean of the loss. When every ``|A|`` is 0 the
+    draw is uniform (``num_episodes`` of them, without replacement except under ``"replacement"``).
 
     Args:
         num_episodes: How many to draw (``>= 1``; at most the episodes per rollout without replacement).
-        replacement: Draw with replacement (the paper does not say; default without).
+        scheme: ``"proportional"``, ``"successive"`` or ``"replacement"`` (see above).
+        fill: Without replacement, top up with uniformly drawn zero-advantage episodes when fewer than
+            ``num_episodes`` have ``|A| > 0``.
     """
 
-    def __init__(self, num_episodes: int = 32, replacement: bool = False) -> None:
+    SCHEMES = ("proportional", "successive", "replacement")
+
+    def __init__(
+        self,
+        num_episodes: int = 32,
+        scheme: Literal["proportional", "successive", "replacement"] = "proportional",
+        fill: bool = False,
+    ) -> None:
         _check_positive_int(type(self).__name__, "num_episodes", num_episodes)
+        if scheme not in self.SCHEMES:
+            raise ConfigError(f"scheme must be one of {list(self.SCHEMES)}", setting="scheme", value=scheme)
         self.num_episodes = num_episodes
-        self.replacement = replacement
+        self.scheme = scheme
+        self.fill = fill
+
+    @property
+    def replacement(self) -> bool:
+        """Whether an episode can be drawn more than once."""
+        return self.scheme == "replacement"
 
     def validate(self, num_episodes: int) -> None:
-        _check_count(type(self).__name__, self.num_episodes, num_episodes, self.replacement)
+        _check_count(
+            type(self).__name__,
+            self.num_episodes,
+            num_episodes,
+            self.replacement,
+            hint="lower num_episodes or set scheme=replacement",
+        )
 
-    def sample(self, advantages, returns, group_ids, generator):
+    def sample(self, abs_advantages, returns, group_ids, generator):
         name = type(self).__name__
-        _check_inputs(name, advantages, returns, group_ids)
-        self.validate(advantages.numel())
-        weights = _abs_weights(name, advantages)
-        nonzero = int((weights > 0).sum())
-        if nonzero == 0:
-            weights = torch.ones_like(weights)
-        elif not self.replacement and self.num_episodes > nonzero:
-            # Take every informative episode, then fill uniformly from the zero-advantage ones.
-            informative = torch.nonzero(weights > 0).flatten()
-            rest = torch.nonzero(weights == 0).flatten()
-            pick = torch.randperm(rest.numel(), generator=generator)[: self.num_episodes - nonzero]
-            return torch.cat([informative, rest[pick]])
-        return torch.multinomial(weights, self.num_episodes, self.replacement, generator=generator)
+        _check_inputs(name, abs_advantages, returns, group_ids)
+        weights = _abs_weights(name, abs_advantages)
+        e, k = weights.numel(), self.num_episodes
+        informative = torch.nonzero(weights > 0).flatten()
+        m = informative.numel()
+        if m == 0:  # nothing to learn from: uniform
+            return torch.multinomial(torch.ones(e, dtype=torch.float64), k if self.replacement else min(k, e),
+                                     self.replacement, generator=generator)  # fmt: skip
+        if self.replacement:
+            return torch.multinomial(weights, k, True, generator=generator)
+        if m <= k:  # every informative episode, then optional filler
+            chosen = informative[torch.randperm(m, generator=generator)]
+            if self.fill and m < k:
+                rest = torch.nonzero(weights == 0).flatten()
+                chosen = torch.cat([chosen, rest[torch.randperm(rest.numel(), generator=generator)[: k - m]]])
+            return chosen
+        if self.scheme == "successive":
+            return torch.multinomial(weights, k, False, generator=generator)
+        return systematic_sample(inclusion_probabilities(weights, k), generator)
 
 
 class TopAbsAdvantage(EpisodeSampler):
@@ -165,11 +269,10 @@ class TopAbsAdvantage(EpisodeSampler):
     def validate(self, num_episodes: int) -> None:
         _check_count(type(self).__name__, self.num_episodes, num_episodes, False, hint="lower num_episodes")
 
-    def sample(self, advantages, returns, group_ids, generator):
+    def sample(self, abs_advantages, returns, group_ids, generator):
         name = type(self).__name__
-        _check_inputs(name, advantages, returns, group_ids)
-        self.validate(advantages.numel())
-        weights = _abs_weights(name, advantages).tolist()
+        _check_inputs(name, abs_advantages, returns, group_ids)
+        weights = _abs_weights(name, abs_advantages).tolist()
         order = sorted(range(len(weights)), key=lambda i: (-weights[i], i))
         return torch.tensor(order[: self.num_episodes], dtype=torch.long)
 
@@ -191,9 +294,9 @@ class GroupVarianceFilter(EpisodeSampler):
     def __init__(self, keep_fraction: float = 0.5, keep_groups: int | None = None) -> None:
         name = type(self).__name__
         if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, (int, float)):
-            raise ValueError(f"{name}: keep_fraction must be a number in (0, 1], got {keep_fraction!r}")
+            raise ConfigError(f"{name}: keep_fraction must be a number in (0, 1]", "keep_fraction", keep_fraction)
         if not (0.0 < keep_fraction <= 1.0):
-            raise ValueError(f"{name}: keep_fraction must be in (0, 1], got {keep_fraction!r}")
+            raise ConfigError(f"{name}: keep_fraction must be in (0, 1]", "keep_fraction", keep_fraction)
         if keep_groups is not None:
             _check_positive_int(name, "keep_groups", keep_groups)
         self.keep_fraction = float(keep_fraction)
@@ -213,24 +316,14 @@ class GroupVarianceFilter(EpisodeSampler):
             )
 
     def num_kept(self, num_groups: int) -> int:
-        """How many of ``num_groups`` groups are kept."""
+        """How many of ``num_groups`` groups are kept (never more than there are)."""
         if self.keep_groups is not None:
-            _check_count(
-                type(self).__name__,
-                self.keep_groups,
-                num_groups,
-                False,
-                what="keep_groups",
-                pool="groups in this rollout",
-                hint="lower keep_groups or use keep_fraction",
-            )
-            return self.keep_groups
+            return min(self.keep_groups, num_groups)
         return max(1, math.floor(self.keep_fraction * num_groups + 1e-9))
 
-    def sample(self, advantages, returns, group_ids, generator):
+    def sample(self, abs_advantages, returns, group_ids, generator):
         name = type(self).__name__
-        _check_inputs(name, advantages, returns, group_ids)
-        self.validate(advantages.numel())
+        _check_inputs(name, abs_advantages, returns, group_ids)
         rets = returns.detach().to(device="cpu", dtype=torch.float64)
         gids = group_ids.detach().cpu()
         if not torch.isfinite(rets).all():

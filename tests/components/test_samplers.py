@@ -15,7 +15,9 @@ from msgrpo.components.samplers import (
     GroupVarianceFilter,
     TopAbsAdvantage,
     Uniform,
+    inclusion_probabilities,
 )
+from msgrpo.errors import ConfigError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -66,28 +68,47 @@ def test_abs_adv_never_draws_zero_advantage_while_informative_remain():
         assert len(set(got)) == 2 and set(got) <= {1, 3, 4}
 
 
-def test_abs_adv_fill_up_when_asking_for_more_than_informative():
-    # 5 of 6 episodes, 3 informative: all of 1, 3, 4 first, then 2 of the zero-|A| ones 0, 2, 5
+def test_abs_adv_takes_only_informative_episodes_when_fewer_than_asked():
+    # 5 asked of 6 episodes, 3 informative: exactly 1, 3, 4 (no zero-advantage filler), in random order
     s = AbsoluteAdvantageWeighted(num_episodes=5)
+    orders = set()
+    for seed in range(30):
+        got = s.sample(*inputs(INFORMATIVE), gen(seed)).tolist()
+        assert sorted(got) == [1, 3, 4]
+        orders.add(tuple(got))
+    assert len(orders) > 1
+    for scheme in ("successive", "proportional"):
+        got = AbsoluteAdvantageWeighted(num_episodes=5, scheme=scheme).sample(*inputs(INFORMATIVE), gen(1))
+        assert sorted(got.tolist()) == [1, 3, 4]
+
+
+def test_abs_adv_fill_tops_up_with_zero_advantage_episodes():
+    s = AbsoluteAdvantageWeighted(num_episodes=5, fill=True)
     seen_fill = set()
     for seed in range(30):
         got = s.sample(*inputs(INFORMATIVE), gen(seed)).tolist()
-        assert got[:3] == [1, 3, 4]
+        assert sorted(got[:3]) == [1, 3, 4]
         assert len(set(got)) == 5 and set(got[3:]) <= {0, 2, 5}
         seen_fill.add(tuple(sorted(got[3:])))
     assert len(seen_fill) > 1  # the fill-up is random, not always the same two
-    # all 6: every episode exactly once
-    got = AbsoluteAdvantageWeighted(num_episodes=6).sample(*inputs(INFORMATIVE), gen(0)).tolist()
+    got = AbsoluteAdvantageWeighted(num_episodes=6, fill=True).sample(*inputs(INFORMATIVE), gen(0)).tolist()
     assert sorted(got) == [0, 1, 2, 3, 4, 5]
 
 
 def test_abs_adv_all_zero_falls_back_to_uniform():
     zeros = [0.0] * 4
-    # without replacement: 4 of 4 is a permutation
+    # without replacement: 4 of 4 is a permutation; 2 of 4 are distinct
     got = AbsoluteAdvantageWeighted(num_episodes=4).sample(*inputs(zeros), gen(0)).tolist()
     assert sorted(got) == [0, 1, 2, 3]
+    # 2 of 4, 20000 times: each episode is included with probability 1/2 (standard error 0.0035)
+    counts = torch.zeros(4)
+    for seed in range(20000):
+        got = AbsoluteAdvantageWeighted(num_episodes=2).sample(*inputs(zeros), gen(seed))
+        assert got.unique().numel() == 2
+        counts[got] += 1
+    assert torch.allclose(counts / 20000, torch.full((4,), 0.5), atol=0.035)
     # with replacement: 40000 uniform draws; p = 1/4 each, standard error 0.0022
-    idx = AbsoluteAdvantageWeighted(num_episodes=40000, replacement=True).sample(*inputs(zeros), gen(2))
+    idx = AbsoluteAdvantageWeighted(num_episodes=40000, scheme="replacement").sample(*inputs(zeros), gen(2))
     freq = torch.bincount(idx, minlength=4).double() / 40000
     assert torch.allclose(freq, torch.full((4,), 0.25, dtype=torch.float64), atol=0.02)
 
@@ -95,13 +116,62 @@ def test_abs_adv_all_zero_falls_back_to_uniform():
 def test_abs_adv_with_replacement_frequencies_proportional_to_abs_advantage():
     # |A| = [1, 2, 3, 0] -> p = [1/6, 2/6, 3/6, 0] = [0.1667, 0.3333, 0.5, 0]
     # 60000 draws: standard error <= sqrt(0.25 / 60000) = 0.002, tolerance 0.02 is 10 of them
-    s = AbsoluteAdvantageWeighted(num_episodes=60000, replacement=True)
+    s = AbsoluteAdvantageWeighted(num_episodes=60000, scheme="replacement")
     idx = s.sample(*inputs([1.0, -2.0, 3.0, 0.0]), gen(7))
     counts = torch.bincount(idx, minlength=4)
     assert counts[3] == 0  # zero advantage: never drawn
     freq = counts.double() / 60000
     expected = torch.tensor([1 / 6, 2 / 6, 3 / 6, 0.0], dtype=torch.float64)
     assert torch.allclose(freq, expected, atol=0.02), freq
+
+
+def test_inclusion_probabilities_by_hand():
+    # 2 of |A| = [1, 2, 3, 4, 0]: pi = 2 |A| / 10 = [0.2, 0.4, 0.6, 0.8, 0]
+    pi = inclusion_probabilities(torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0]), 2)
+    assert torch.allclose(pi, torch.tensor([0.2, 0.4, 0.6, 0.8, 0.0], dtype=torch.float64))
+    # 2 of |A| = [8, 1, 1, 1, 1]: 2 * 8 / 12 > 1, so episode 0 is certain and the other 4 share the
+    # remaining 1 equally: [1, 0.25, 0.25, 0.25, 0.25]
+    pi = inclusion_probabilities(torch.tensor([8.0, 1.0, 1.0, 1.0, 1.0]), 2)
+    assert torch.allclose(pi, torch.tensor([1.0, 0.25, 0.25, 0.25, 0.25], dtype=torch.float64))
+    # capping can cascade: 3 of [10, 9, 1, 1]: 10 and 9 certain, then 1 left over 2 equal -> 0.5 each
+    pi = inclusion_probabilities(torch.tensor([10.0, 9.0, 1.0, 1.0]), 3)
+    assert torch.allclose(pi, torch.tensor([1.0, 1.0, 0.5, 0.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("abs_adv", "k", "expected"),
+    [
+        ([1.0, -2.0, 3.0, 4.0, 0.0], 2, [0.2, 0.4, 0.6, 0.8, 0.0]),
+        ([8.0, 1.0, -1.0, 1.0, 1.0], 2, [1.0, 0.25, 0.25, 0.25, 0.25]),
+    ],
+)
+def test_abs_adv_proportional_draw_has_those_inclusion_probabilities(abs_adv, k, expected):
+    # the whole draw, 20000 times: always k distinct episodes with |A| > 0; each episode's inclusion
+    # frequency is its hand-computed probability (standard error <= 0.0035, tolerance 10 of them)
+    s = AbsoluteAdvantageWeighted(num_episodes=k)
+    counts = torch.zeros(len(abs_adv), dtype=torch.float64)
+    for seed in range(20000):
+        got = s.sample(*inputs(abs_adv), gen(seed))
+        assert got.numel() == k and got.unique().numel() == k
+        assert all(abs_adv[i] != 0 for i in got.tolist())
+        counts[got] += 1
+    assert torch.allclose(counts / 20000, torch.tensor(expected, dtype=torch.float64), atol=0.035), counts / 20000
+
+
+def test_successive_sampling_is_far_from_proportional_inclusion():
+    # one episode with |A| = 8 among 24 with |A| = 1, 3 drawn: proportional inclusion gives it
+    # 3 * 8 / 32 = 0.75 against 3 / 32 = 0.094 for the others (ratio 8); successive draws include it
+    # only about 5.9x as often as each of the others (by hand: P(in) = 1 - P(out on all three draws))
+    abs_adv = [8.0] + [1.0] * 24
+    ratios = {}
+    for scheme in ("proportional", "successive"):
+        s = AbsoluteAdvantageWeighted(num_episodes=3, scheme=scheme)
+        counts = torch.zeros(25)
+        for seed in range(6000):
+            counts[s.sample(*inputs(abs_adv), gen(seed))] += 1
+        ratios[scheme] = float(counts[0] / counts[1:].mean())
+    assert 7.0 < ratios["proportional"] < 9.0
+    assert ratios["successive"] < 6.5
 
 
 def test_abs_adv_without_replacement_prefers_large_abs_advantage():
@@ -122,16 +192,18 @@ def test_abs_adv_determinism_same_seed():
     assert len(outs) > 1
 
 
-def test_abs_adv_more_than_available_without_replacement_is_an_error():
+def test_abs_adv_more_than_available_without_replacement_is_a_config_error():
     s = AbsoluteAdvantageWeighted(num_episodes=7)
-    with pytest.raises(ValueError, match="num_episodes=7 exceeds the 6 episodes"):
-        s.sample(*inputs(INFORMATIVE), gen())
-    with pytest.raises(ValueError, match="replacement=true"):
+    with pytest.raises(ConfigError, match="num_episodes=7 exceeds the 6 episodes.*scheme=replacement"):
         s.validate(6)
     s.validate(7)
+    # at sampling time (fewer healthy episodes than configured, e.g. env errors) it takes what there is
+    assert sorted(s.sample(*inputs([1.0] * 6), gen()).tolist()) == list(range(6))
     # with replacement 7 of 6 is fine, and never picks a zero-|A| episode
-    got = AbsoluteAdvantageWeighted(num_episodes=7, replacement=True).sample(*inputs(INFORMATIVE), gen())
+    got = AbsoluteAdvantageWeighted(num_episodes=7, scheme="replacement").sample(*inputs(INFORMATIVE), gen())
     assert got.numel() == 7 and set(got.tolist()) <= {1, 3, 4}
+    with pytest.raises(ConfigError, match="scheme must be one of"):
+        AbsoluteAdvantageWeighted(scheme="weighted")
 
 
 def test_abs_adv_rejects_nan():
@@ -155,10 +227,9 @@ def test_top_abs_advantage_ties_and_zero_by_index_and_ignores_generator():
 
 
 def test_top_abs_advantage_count_errors():
-    with pytest.raises(ValueError, match="num_episodes=6 exceeds the 5 episodes"):
-        TopAbsAdvantage(num_episodes=6).sample(*inputs([1.0] * 5), gen())
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(ConfigError, match="num_episodes=6 exceeds the 5 episodes"):
         TopAbsAdvantage(num_episodes=6).validate(5)
+    assert TopAbsAdvantage(num_episodes=6).sample(*inputs([1.0] * 5), gen()).tolist() == [0, 1, 2, 3, 4]
 
 
 # ----- GroupVarianceFilter -------------------------------------------------------------------------------
@@ -214,9 +285,8 @@ def test_group_variance_filter_float_noise_counts_as_zero_variance():
 
 
 def test_group_variance_filter_count_errors():
-    with pytest.raises(ValueError, match="keep_groups=6 exceeds the 5 groups in this rollout"):
-        gv(GroupVarianceFilter(keep_groups=6))
-    with pytest.raises(ValueError, match="keep_groups=4 exceeds the 3 episodes"):
+    assert gv(GroupVarianceFilter(keep_groups=6)) == list(range(11))  # fewer groups this rollout: all of them
+    with pytest.raises(ConfigError, match="keep_groups=4 exceeds the 3 episodes"):
         GroupVarianceFilter(keep_groups=4).validate(3)
     GroupVarianceFilter(keep_groups=3).validate(3)
     GroupVarianceFilter(keep_fraction=0.25).validate(1)
@@ -226,13 +296,13 @@ def test_group_variance_filter_count_errors():
 @pytest.mark.parametrize(
     ("factory", "match"),
     [
-        (lambda: Uniform(num_episodes=0), "num_episodes must be >= 1"),
-        (lambda: AbsoluteAdvantageWeighted(num_episodes=-2), "num_episodes must be >= 1"),
+        (lambda: Uniform(num_episodes=0), "num_episodes must be an integer >= 1"),
+        (lambda: AbsoluteAdvantageWeighted(num_episodes=-2), "num_episodes must be an integer >= 1"),
         (lambda: AbsoluteAdvantageWeighted(num_episodes=2.5), "num_episodes must be an integer"),
-        (lambda: TopAbsAdvantage(num_episodes=0), "num_episodes must be >= 1"),
+        (lambda: TopAbsAdvantage(num_episodes=0), "num_episodes must be an integer >= 1"),
         (lambda: GroupVarianceFilter(keep_fraction=0.0), r"keep_fraction must be in \(0, 1\]"),
         (lambda: GroupVarianceFilter(keep_fraction=1.5), r"keep_fraction must be in \(0, 1\]"),
-        (lambda: GroupVarianceFilter(keep_groups=0), "keep_groups must be >= 1"),
+        (lambda: GroupVarianceFilter(keep_groups=0), "keep_groups must be an integer >= 1"),
     ],
 )
 def test_bad_constructor_values(factory, match):

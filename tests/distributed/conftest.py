@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dist_helpers import run_worker
+from dist_helpers import SGD, run_worker
 
 
 @pytest.fixture(scope="package")
@@ -17,8 +17,9 @@ def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 @pytest.fixture(scope="package")
 def ddp_unshared_run(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """The same ``ddp`` fit with ``share_prefill`` off: the maths a sharded (FSDP) run does, whose ranks
-    must run the same forward passes and so never add a shared-prefix pass."""
+    """The same ``ddp`` fit with ``share_prefill`` off (the maths a sharded (FSDP) run does, whose ranks
+    must run the same forward passes and so never add a shared-prefix pass) and plain SGD (see
+    ``dist_helpers.SGD``)."""
     root = tmp_path_factory.mktemp("ddp_unshared")
-    args = ["--trainer.strategy=ddp", "--trainer.devices=2", "--model.policy.init_args.share_prefill=false"]
+    args = ["--trainer.strategy=ddp", "--trainer.devices=2", "--model.policy.init_args.share_prefill=false", *SGD]
     return root, run_worker(root, *args)

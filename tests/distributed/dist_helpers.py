@@ -37,6 +37,14 @@ FAST = [
 ]
 
 
+# Comparing the parameters of two runs that differ only in how gradients are reduced (DDP all-reduce vs FSDP2
+# reduce-scatter): plain SGD keeps their float rounding differences at rounding size. Adam does not: it
+# divides each gradient element by its own running magnitude, so for elements whose gradient is nearly 0
+# a rounding difference of 1e-9 becomes an update difference of up to the learning rate (2e-5 seen with
+# lr 3e-3 on a few of 100k weights), and no tolerance separates that from a real bug.
+SGD = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.init_args.lr=0.1"]
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without any distributed variables (so a launch never joins a stale group)."""
     drop = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK", "GROUP_RANK")

@@ -6,10 +6,10 @@ Usage::
 
 Lightning's ``ddp`` launcher re-runs this script for every extra local rank, and ``torchrun`` runs it
 once per process; every rank writes ``OUT_DIR/rank<global rank>.json`` with a hash of its final
-parameters, its counts of model forward passes (generation vs training), the final metrics, the last
-evaluation, the returns of its own last rollout, its times (``fit_s`` from the start of ``fit``, launching
-the other ranks included; ``train_s`` from ``on_fit_start``) and its peak RSS. Rank 0 also writes the
-full parameters to ``OUT_DIR/params.pt``.
+parameters, its counts of model forward passes (generation vs training) and of backward passes, the
+final metrics, the last evaluation, the returns of its own last rollout, its times (``fit_s`` from the
+start of ``fit``, launching the other ranks included; ``train_s`` from ``on_fit_start``) and its peak
+RSS. Rank 0 also writes the full parameters to ``OUT_DIR/params.pt``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("MSGRPO_THREADS", "1")))
 
-COUNTS = {"generate": 0, "train": 0}
+COUNTS = {"generate": 0, "train": 0, "backward": 0}
 TIMES: dict[str, float] = {}
 INITIAL: dict[str, str] = {}
 
@@ -83,6 +83,13 @@ def main() -> None:
         on_fit_start(self)
 
     MSGRPOModule.on_fit_start = timed_fit_start
+    manual_backward = MSGRPOModule.manual_backward
+
+    def counted_backward(self, loss, *a, **k) -> None:  # DDP all-reduces at every backward pass
+        COUNTS["backward"] += 1
+        manual_backward(self, loss, *a, **k)
+
+    MSGRPOModule.manual_backward = counted_backward
     import_s = time.perf_counter() - START
     cli = module.main(["fit", *args])
     end = time.perf_counter()
@@ -104,6 +111,7 @@ def main() -> None:
         "initial_param_sha256": INITIAL["sha256"],
         "generate_forwards": COUNTS["generate"],
         "train_forwards": COUNTS["train"],
+        "train_backwards": COUNTS["backward"],
         "fixed_generation_steps": cli.model.fixed_generation_steps,
         "metrics": metrics,
         "eval": cli.model.eval_results,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from dist_helpers import fast_args, run_worker
+from dist_helpers import SGD, fast_args, run_worker
 from transformers import AutoModelForCausalLM
 
 from msgrpo import export
@@ -33,7 +33,9 @@ def test_ddp_ranks_end_identical_with_reduced_rollout_metrics(ddp_run):
     assert {k: v for k, v in r0["metrics"].items() if not k.startswith("perf/")} == {
         k: v for k, v in r1["metrics"].items() if not k.startswith("perf/")
     }
-    assert r0["train_forwards"] == r1["train_forwards"] > 0
+    # every rank ran as many backward passes (each is an all-reduce); forward counts may differ under DDP
+    # (shared-prefix scoring adds a pass to micro-batches of two or more distinct rows only)
+    assert r0["train_backwards"] == r1["train_backwards"] > 0
 
 
 def test_ddp_evaluation_panel_split_matches_one_process(ddp_run, tmp_path):
@@ -50,7 +52,7 @@ def test_ddp_evaluation_panel_split_matches_one_process(ddp_run, tmp_path):
 
 
 def test_fsdp2_generation_and_update_while_sharded(ddp_unshared_run, tmp_path):
-    r0, r1 = run_worker(tmp_path, *FSDP2)
+    r0, r1 = run_worker(tmp_path, *FSDP2, *SGD)
     assert r0["strategy"] == "ModelParallelStrategy"
     assert r0["fixed_generation_steps"] and r1["fixed_generation_steps"]
     # every rank ran the same forward passes (a mismatch would have hung the all-gathers)
@@ -86,3 +88,11 @@ def test_fsdp2_lora_sharded_checkpoint_resumes_exactly(tmp_path):
     assert straight[0]["param_sha256"] != straight[0]["initial_param_sha256"]
     assert {r["param_sha256"] for r in resumed} == {straight[0]["param_sha256"]}
     assert resumed[0]["metrics"]["rollout/return_mean"] == straight[0]["metrics"]["rollout/return_mean"]
+
+
+def test_fsdp2_full_finetune_with_kl_shards_the_reference_too(tmp_path):
+    r0, r1 = run_worker(tmp_path, *FSDP2, "--model.loss.init_args.kl_coef=0.1", "--trainer.limit_val_batches=0")
+    assert r0["param_sha256"] == r1["param_sha256"] != r0["initial_param_sha256"]
+    assert r0["train_forwards"] == r1["train_forwards"] > 0
+    kl = r0["metrics"]["loss/kl"]
+    assert kl == r1["metrics"]["loss/kl"] and 0 < kl < 1  # the policy moved a little away from its anchor

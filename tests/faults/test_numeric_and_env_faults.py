@@ -76,3 +76,30 @@ def test_stuck_env_times_out_and_others_finish(tiny_policy_factory):
     assert time.perf_counter() - start < 4
     assert "EnvTimeout" in episodes[0].error and episodes[0].length == 0
     assert episodes[1].error is None and episodes[1].length == 8
+
+
+class BrokenLake(FrozenLake):
+    def reset(self, env, seed):
+        raise RuntimeError("the lake is closed")
+
+
+def test_every_reset_failing_is_a_logged_no_op_iteration(tiny_policy_factory, tmp_path):
+    policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
+    before = [p.detach().clone() for p in policy.parameters()]
+    module = MSGRPOModule(policy)
+    data = RolloutDataModule(BrokenLake(), num_groups=2, group_size=2)
+    trainer = L.Trainer(
+        max_epochs=2, limit_val_batches=0, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="all 4 episodes failed .*the lake is closed.*trains nothing"):
+        trainer.fit(module, datamodule=data)
+    assert trainer.current_epoch == 2 and len(module.history) == 2
+    assert module.history[-1]["rollout/error_rate"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    # on_env_error="raise" stops at the first failing reset instead
+    strict = RolloutDataModule(BrokenLake(), num_groups=2, group_size=2, on_env_error="raise")
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match="the lake is closed"):
+        trainer.fit(MSGRPOModule(policy), datamodule=strict)

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import MAPS, FrozenLakeEnv, generate_random_map
 
+from msgrpo.errors import require
 from msgrpo.game import ActionParser, TextGame, grid_to_text
 
 ACTIONS = ["left", "down", "right", "up"]
@@ -38,14 +39,10 @@ class RandomMapFrozenLake(gym.Env):
         max_steps: int = 8,
         map_name: str | None = None,
     ) -> None:
-        if map_name is not None and map_name not in MAPS:
-            raise ValueError(f"unknown map_name {map_name!r}; choose one of {sorted(MAPS)} or null")
-        if size < 2:
-            raise ValueError(f"size must be >= 2, got {size}")
-        if not 0.0 < frozen_prob <= 1.0:
-            raise ValueError(f"frozen_prob must be in (0, 1], got {frozen_prob}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        require(map_name is None or map_name in MAPS, "map_name", f"one of {sorted(MAPS)} or null", map_name)
+        require(isinstance(size, int) and size >= 2, "size", "an integer >= 2", size)
+        require(0.0 < frozen_prob <= 1.0, "frozen_prob", "in (0, 1]", frozen_prob)
+        require(isinstance(max_steps, int) and max_steps >= 1, "max_steps", "an integer >= 1", max_steps)
         self.size = len(MAPS[map_name]) if map_name else size
         self.frozen_prob = frozen_prob
         self.slippery = slippery

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from msgrpo.errors import require
 from msgrpo.game import ActionParser, TextGame, grid_to_text
 
 ACTIONS = ["up", "down", "left", "right"]
@@ -78,24 +79,21 @@ class SnakeEnv(gym.Env):
         step_reward: float = 0.0,
         poison_apples: int = 0,
     ) -> None:
-        if width < 2 or height < 2:
-            raise ValueError(f"width and height must be >= 2, got {width}x{height}")
-        if not 0 <= num_opponents <= 9:
-            raise ValueError(f"num_opponents must be between 0 and 9, got {num_opponents}")
-        if opponent not in ("random", "greedy"):
-            raise ValueError(f"opponent must be 'random' or 'greedy', got {opponent!r}")
-        if num_apples < 0:
-            raise ValueError(f"num_apples must be >= 0, got {num_apples}")
-        if not 0 <= poison_apples <= num_apples:
-            raise ValueError(f"poison_apples must be in [0, num_apples={num_apples}], got {poison_apples}")
-        if 1 + num_opponents + num_apples > width * height:
-            raise ValueError(
-                f"{1 + num_opponents} snakes and {num_apples} apples do not fit on a {width}x{height} board"
-            )
-        if max_rounds < 1:
-            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-        if death_penalty < 0:
-            raise ValueError(f"death_penalty must be >= 0 (death gives -1 - penalty), got {death_penalty}")
+        require(width >= 2, "width", ">= 2", width)
+        require(height >= 2, "height", ">= 2", height)
+        require(0 <= num_opponents <= 9, "num_opponents", "between 0 and 9", num_opponents)
+        require(opponent in ("random", "greedy"), "opponent", "'random' or 'greedy'", opponent)
+        require(num_apples >= 0, "num_apples", ">= 0", num_apples)
+        require(0 <= poison_apples <= num_apples, "poison_apples", f"in [0, num_apples={num_apples}]", poison_apples)
+        require(
+            1 + num_opponents + num_apples <= width * height,
+            "num_apples",
+            f"at most {width * height - 1 - num_opponents} ({1 + num_opponents} snakes and the apples must fit on "
+            f"the {width}x{height} board)",
+            num_apples,
+        )
+        require(max_rounds >= 1, "max_rounds", ">= 1", max_rounds)
+        require(death_penalty >= 0, "death_penalty", ">= 0 (death gives -1 - penalty)", death_penalty)
         self.width, self.height = width, height
         self.num_apples, self.poison_apples = num_apples, poison_apples
         self.num_opponents, self.opponent = num_opponents, opponent
