@@ -1,10 +1,12 @@
 """Does the default Frozen Lake recipe learn? Train the random-init tiny model under a wall-clock budget.
 
 Prints progress lines, then one JSON line (last) with ``initial_success_rate``, ``final_success_rate``
-(greedy decoding, on a fixed panel of evaluation seeds), their sampled-decoding counterparts and
-``wall_s``.
+(greedy decoding, on a fixed panel of evaluation seeds), their sampled-decoding counterparts, ``wall_s``
+and ``met_target`` (greedy and sampled final success both >= ``--target``). With several ``--seeds``
+each seed runs in its own process (``--parallel`` at once) and the last line aggregates them: per-seed
+results, how many met the target, mean and 95% CI.
 
-    python benchmarks/learning_frozen_lake.py --map classic --minutes 15
+    python benchmarks/learning_frozen_lake.py --map classic --minutes 10 --seeds 0 1 2 3 4 5 6 7 --parallel 2
     python benchmarks/learning_frozen_lake.py --map random --minutes 15
     python benchmarks/learning_frozen_lake.py --map random --minutes 45 --config smollm2.yaml \
         --scenario nonslip-4x4 --modes greedy        # the pretrained SmolLM2 preset with LoRA
@@ -15,9 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
-from common import build_recipe, curve, evaluate_modes
+from common import add_seed_arguments, aggregate, build_recipe, curve, evaluate_modes, run_seeds
 
 from msgrpo.cli import config_path
 
@@ -28,13 +31,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
     parser.add_argument("--max-iterations", type=int, default=10_000)
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes (fixed seeds)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_arguments(parser)
+    parser.add_argument("--target", type=float, default=0.95, help="final success both modes must reach")
     parser.add_argument("--out", default="runs/bench_frozen_lake")
     parser.add_argument("--config", action="append", default=[], help="overlay YAML (packaged name or path)")
     parser.add_argument("--scenario", default="train", help="evaluation scenario (train = the training game)")
     parser.add_argument("--modes", default="greedy,sampled", help="decoding modes to evaluate")
     parser.add_argument("overrides", nargs="*", help="extra recipe arguments, e.g. --model.optimizer.init_args.lr=3e-3")
     args = parser.parse_args(argv)
+    if len(args.seeds) > 1:
+        per_seed = run_seeds(
+            __file__, list(sys.argv[1:] if argv is None else argv), args.seeds, args.parallel, args.out
+        )
+        metrics = ["final_success_rate", "final_success_rate_sampled", "iterations", "wall_s"]
+        result = aggregate(per_seed, metrics)
+        print(json.dumps(result), flush=True)
+        return result
     modes = args.modes.split(",")
     if unknown := set(modes) - {"greedy", "sampled"}:
         parser.error(f"unknown decoding mode(s) {sorted(unknown)}; use greedy and/or sampled")
@@ -43,7 +55,7 @@ def main(argv=None) -> dict:
     extra = [*overlays, f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenario}]"]
     extra.append(f"--data.game.init_args.map_name={'4x4' if args.map == 'classic' else 'null'}")
     cli = build_recipe(
-        "frozen_lake.yaml", args.out, args.minutes, args.max_iterations, args.seed, extra + args.overrides
+        "frozen_lake.yaml", args.out, args.minutes, args.max_iterations, args.seeds[0], extra + args.overrides
     )
     module, data = cli.model, cli.datamodule
     scenario = data.panel[0]
@@ -53,7 +65,14 @@ def main(argv=None) -> dict:
     cli.trainer.fit(module, datamodule=data)
     wall = time.perf_counter() - start
     final = evaluate_modes(module, scenario, modes)
-    result = {"map": args.map, "scenario": scenario.name, "iterations": len(module.history), "wall_s": round(wall, 1)}
+    result = {
+        "seed": args.seeds[0],
+        "map": args.map,
+        "scenario": scenario.name,
+        "iterations": len(module.history),
+        "wall_s": round(wall, 1),
+        "threads": __import__("torch").get_num_threads(),
+    }
     for mode in modes:
         suffix = "" if mode == "greedy" else f"_{mode}"
         result[f"initial_success_rate{suffix}"] = initial[mode]["success_rate"]
@@ -62,6 +81,9 @@ def main(argv=None) -> dict:
         result[f"final_invalid_action_rate{suffix}"] = final[mode]["invalid_action_rate"]
         result[f"initial_return_mean{suffix}"] = round(initial[mode]["return_mean"], 3)
         result[f"final_return_mean{suffix}"] = round(final[mode]["return_mean"], 3)
+    result["met_target"] = all(
+        result[f"final_success_rate{'' if m == 'greedy' else '_' + m}"] >= args.target for m in modes
+    )
     result.update(eval_episodes=args.episodes, train_rollout_success_curve=curve(module.history))
     print(json.dumps(result), flush=True)
     return result

@@ -5,21 +5,33 @@ decoding as ``initial``/``trained``, sampled at the policy temperature, seeded, 
 ``initial_sampled``/``trained_sampled``), a random policy and the greedy scripted policy (shortest safe
 path to the nearest apple).
 Prints one JSON line (last) with each policy's mean return and death rate per scenario; the death rate is
-the fraction of episodes the learning snake did not survive (1 - success rate).
+the fraction of episodes the learning snake did not survive (1 - success rate). ``margin_se`` gives, per
+scenario, the trained (greedy) policy's mean return minus the random player's in standard errors of the
+difference; ``met_target`` is true when every scenario's margin is at least ``--margin-se`` (3). With several
+``--seeds`` each seed runs in its own process (``--parallel`` at once) and the last line aggregates them.
 
-    python benchmarks/learning_snake.py --minutes 15
+    python benchmarks/learning_snake.py --minutes 10 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
 
-from common import build_recipe, curve, evaluate_modes
+from common import add_seed_arguments, aggregate, build_recipe, curve, evaluate_modes, run_seeds
 
 from msgrpo.evaluation import summarize
 from msgrpo.reference import RandomPolicy, SnakeGreedy, play_reference
+
+
+def margin_se(trained: dict[str, float], reference: dict[str, float]) -> float:
+    """``trained - reference`` mean return in standard errors of the difference (+-99 if both are exact)."""
+    se = math.hypot(trained["return_stderr"], reference["return_stderr"])
+    diff = trained["return_mean"] - reference["return_mean"]
+    return round(diff / se, 2) if se > 0 else (99.0 if diff > 0 else -99.0)  # both exact: a sure margin
 
 
 def figures(summary: dict[str, float]) -> dict[str, float]:
@@ -37,13 +49,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-iterations", type=int, default=10_000)
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per scenario")
     parser.add_argument("--scenarios", default="default-8,long-20,poison,two-opponents")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_arguments(parser)
+    parser.add_argument("--margin-se", type=float, default=3.0, help="required margin over random, in SE")
     parser.add_argument("--out", default="runs/bench_snake")
     parser.add_argument("overrides", nargs="*", help="extra recipe arguments")
     args = parser.parse_args(argv)
-
+    if len(args.seeds) > 1:
+        per_seed = run_seeds(
+            __file__, list(sys.argv[1:] if argv is None else argv), args.seeds, args.parallel, args.out
+        )
+        metrics = ["min_margin_se", "trained_return_mean", "random_return_mean", "iterations", "wall_s"]
+        result = aggregate(per_seed, metrics)
+        print(json.dumps(result), flush=True)
+        return result
+    seed = args.seeds[0]
     extra = [f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenarios}]"]
-    cli = build_recipe("snake.yaml", args.out, args.minutes, args.max_iterations, args.seed, extra + args.overrides)
+    cli = build_recipe("snake.yaml", args.out, args.minutes, args.max_iterations, seed, extra + args.overrides)
     module, data = cli.model, cli.datamodule
     results: dict[str, dict[str, dict[str, float]]] = {
         "initial": {},
@@ -57,7 +78,7 @@ def main(argv=None) -> dict:
         modes = evaluate_modes(module, scenario)
         results["initial"][scenario.name] = figures(modes["greedy"])
         results["initial_sampled"][scenario.name] = figures(modes["sampled"])
-        for name, policy in (("random", RandomPolicy(seed=args.seed)), ("greedy", SnakeGreedy())):
+        for name, policy in (("random", RandomPolicy(seed=seed)), ("greedy", SnakeGreedy())):
             results[name][scenario.name] = figures(summarize(play_reference(policy, scenario)))
     print(f"initial: {json.dumps(results['initial'])}", flush=True)
     print(f"initial, sampled: {json.dumps(results['initial_sampled'])}", flush=True)
@@ -76,13 +97,21 @@ def main(argv=None) -> dict:
     summary = {
         p: {"return_mean": mean_over(p, "return_mean"), "death_rate": mean_over(p, "death_rate")} for p in results
     }
+    margins = {name: margin_se(results["trained"][name], results["random"][name]) for name in results["trained"]}
     out = {
+        "seed": seed,
+        "threads": __import__("torch").get_num_threads(),
         "iterations": len(module.history),
         "wall_s": round(wall, 1),
         "eval_episodes": args.episodes,
         "panel_mean": summary,
         "trained_beats_random": summary["trained"]["return_mean"] > summary["random"]["return_mean"],
         "trained_sampled_beats_random": summary["trained_sampled"]["return_mean"] > summary["random"]["return_mean"],
+        "margin_se": margins,
+        "min_margin_se": min(margins.values()),
+        "met_target": all(m >= args.margin_se for m in margins.values()),
+        "trained_return_mean": summary["trained"]["return_mean"],
+        "random_return_mean": summary["random"]["return_mean"],
         "scenarios": results,
         "train_rollout_return_curve": curve(module.history, "rollout/return_mean"),
     }

@@ -19,6 +19,7 @@ policy/game combination, scenario name or episode count.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 from msgrpo.evaluation import PANEL_SEED, build_panel, format_table, summarize
 from msgrpo.game import TextGame
-from msgrpo.reference import FrozenLakeOptimal, RandomPolicy, ReferencePolicy, SnakeGreedy, play_reference
+from msgrpo.reference import ReferencePolicy, play_reference
 
 
 def _frozen_lake() -> TextGame:
@@ -44,12 +45,26 @@ def _snake() -> TextGame:
 GAMES: dict[str, Callable[[], TextGame]] = {"frozen_lake": _frozen_lake, "snake": _snake}
 """Game name -> the game with its default settings."""
 
-POLICIES: dict[str, tuple[Callable[[], ReferencePolicy], tuple[str, ...]]] = {
-    "random": (RandomPolicy, ("frozen_lake", "snake")),
-    "optimal": (FrozenLakeOptimal, ("frozen_lake",)),
-    "greedy": (SnakeGreedy, ("snake",)),
-}
-"""Policy name -> (factory, the games it plays)."""
+
+def make_game(name: str) -> TextGame:
+    """A built-in game by short name, or any :class:`TextGame` by class path (``my_module.MyGame``) with its
+    default settings."""
+    if name in GAMES:
+        return GAMES[name]()
+    module, _, cls = name.rpartition(".")
+    try:
+        game = getattr(importlib.import_module(module), cls)() if module else None
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"unknown game {name!r}: {err}") from err
+    if not isinstance(game, TextGame):
+        raise ValueError(f"unknown game {name!r}; choose from {', '.join(GAMES)} or give a TextGame class path")
+    return game
+
+
+def policies(game_name: str) -> dict[str, ReferencePolicy]:
+    """The reference policies a game declares (:meth:`TextGame.reference_policies`)."""
+    return make_game(game_name).reference_policies()
+
 
 REPORTED = ("success_rate", "return_mean", "return_stderr", "episode_len")
 
@@ -59,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m msgrpo.baselines",
         description="Play a reference policy (no language model) on a game's evaluation panel.",
     )
-    parser.add_argument("game", help=f"one of {', '.join(GAMES)}")
+    parser.add_argument("game", help=f"one of {', '.join(GAMES)}, or a TextGame class path (my_module.MyGame)")
     parser.add_argument(
         "--policy",
         required=True,
@@ -85,18 +100,14 @@ def run(
         ValueError: Unknown game, policy or scenario, a policy that does not play this game, or
             ``episodes < 1``.
     """
-    if game_name not in GAMES:
-        raise ValueError(f"unknown game {game_name!r}; choose from {', '.join(GAMES)}")
-    if policy_name not in POLICIES:
-        raise ValueError(f"unknown policy {policy_name!r}; choose from {', '.join(POLICIES)}")
-    factory, games = POLICIES[policy_name]
-    if game_name not in games:
+    game = make_game(game_name)
+    available = game.reference_policies()
+    if policy_name not in available:
         raise ValueError(
-            f"policy {policy_name!r} does not play {game_name}; it plays {', '.join(games)} "
-            f"(policies for {game_name}: {', '.join(p for p, (_, g) in POLICIES.items() if game_name in g)})"
+            f"policy {policy_name!r} does not play {game_name}; policies for {game_name}: {', '.join(available)}"
         )
-    panel = build_panel(GAMES[game_name](), scenarios, episodes, seed)
-    policy = factory()
+    panel = build_panel(game, scenarios, episodes, seed)
+    policy = available[policy_name]
     results = {}
     for scenario in panel:
         start = time.perf_counter()

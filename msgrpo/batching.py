@@ -10,7 +10,10 @@ from msgrpo.types import Episode, MicroBatch, MiniBatch, StepSample
 
 
 def step_samples(
-    episodes: Sequence[Episode], advantages: Sequence[torch.Tensor], chosen: torch.Tensor
+    episodes: Sequence[Episode],
+    advantages: Sequence[torch.Tensor],
+    chosen: torch.Tensor,
+    scales: torch.Tensor | None = None,
 ) -> list[StepSample]:
     """One single-turn sample per step of every chosen episode.
 
@@ -18,17 +21,20 @@ def step_samples(
         episodes: All episodes of the rollout.
         advantages: Per-step advantages, ``advantages[e]`` of shape ``[T_e]``.
         chosen: ``[K]`` indices of the episodes to train on (repeats allowed).
+        scales: ``[K]`` factors for the advantages of each chosen episode (a sampler's importance
+            weights), or None.
 
     Returns:
         Samples whose prompt is that step's observation only (no history) and whose completion is the
         generated token ids, never re-tokenised text.
     """
     samples = []
-    for e in chosen.tolist():
+    factors = [1.0] * chosen.numel() if scales is None else scales.tolist()
+    for e, factor in zip(chosen.tolist(), factors, strict=True):
         for step, adv in zip(episodes[e].steps, advantages[e].tolist()):
             if step.completion_ids.numel() == 0:
                 continue
-            samples.append(StepSample(step.prompt_ids, step.completion_ids, step.logprobs, float(adv)))
+            samples.append(StepSample(step.prompt_ids, step.completion_ids, step.logprobs, float(adv) * factor))
     return samples
 
 

@@ -10,7 +10,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from msgrpo.callbacks import AtomicCheckpointIO, GracefulShutdown
@@ -18,6 +18,7 @@ from msgrpo.data import RolloutDataModule
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import format_table
 from msgrpo.module import MSGRPOModule
+from msgrpo.progress import IterationProgressBar
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -154,6 +155,10 @@ class MSGRPOCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         if not trainer_config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in trainer_config.get("callbacks") or []
+        ):
+            trainer_config["callbacks"] = [*(trainer_config.get("callbacks") or []), IterationProgressBar()]
         if trainer_config.get("enable_checkpointing") is False and trainer_config.get("callbacks"):
             trainer_config["callbacks"] = [c for c in trainer_config["callbacks"] if not isinstance(c, ModelCheckpoint)]
         trainer = super().instantiate_trainer(**kwargs)
@@ -191,6 +196,8 @@ class MSGRPOCLI(LightningCLI):
         best = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
         game = getattr(self.datamodule, "game", None)
         meaning = f" ({game.success_meaning})" if getattr(game, "success_meaning", "") else ""
+        references = self._references(module.eval_results) if module.eval_results else {}
+        curves = _draw_curves(log_dir, references)
         print(
             f"\nmsgrpo: trained {len(module.history)} iterations. Training rollouts"
             + (f" (mean of the first and last {window} iterations)" if window > 1 else "")
@@ -199,12 +206,29 @@ class MSGRPOCLI(LightningCLI):
             f"{fmt(first, 'rollout/return_mean')} -> {fmt(last, 'rollout/return_mean')}, invalid actions "
             f"{fmt(first, 'rollout/invalid_action_rate')} -> {fmt(last, 'rollout/invalid_action_rate')}."
             + (f" Checkpoint: {best}" if best else "")
-            + f" Metrics: {log_dir}",
+            + f" Metrics: {log_dir}"
+            + (f" Curves: {curves}" if curves else ""),
             flush=True,
         )
         if module.eval_results:
             legend = f" (success = {game.success_meaning})" if meaning else ""
-            print(f"Last evaluation{legend}:\n" + format_table(module.eval_results), flush=True)
+            names = ", ".join(references)
+            print(
+                f"Last evaluation{legend}, with the reference players ({names}) on the same seeds:\n"
+                + format_table(module.eval_results, references),
+                flush=True,
+            )
+
+    def _references(self, results: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
+        """The game's reference players (no model: cheap) on the evaluated scenarios' seeds."""
+        from msgrpo.evaluation import summarize
+        from msgrpo.reference import play_reference
+
+        panel = [s for s in getattr(self.datamodule, "panel", []) if s.name in results]
+        if not panel:
+            return {}
+        policies = panel[0].game.reference_policies()
+        return {name: {s.name: summarize(play_reference(p, s)) for s in panel} for name, p in policies.items()}
 
     def _after_eval(self) -> None:
         module: MSGRPOModule = self.model
@@ -234,6 +258,22 @@ def _class_paths(node, key: str = "") -> list[tuple[str, str]]:
         elif hasattr(value, "__dict__") or isinstance(value, dict):
             out.extend(_class_paths(value, child))
     return out
+
+
+def _draw_curves(log_dir: Path, references: dict) -> Path | None:
+    """Write ``references.json`` and, with matplotlib installed and a ``metrics.csv``, ``curves.png``."""
+    from msgrpo.plot import REFERENCES_FILE, plot_run
+
+    if references:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / REFERENCES_FILE).write_text(json.dumps(references, indent=1, sort_keys=True))
+    if not (log_dir / "metrics.csv").is_file():
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    return plot_run(log_dir)
 
 
 def _config_files(args: list[str]) -> list[str]:

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 import msgrpo.quiet  # noqa: F401  (library notices that are not about the user's settings)
+from msgrpo import views
 from msgrpo.components.credit import CreditAssigner, EpisodeReturn
 from msgrpo.components.samplers import AbsoluteAdvantageWeighted, EpisodeSampler
 from msgrpo.errors import ConfigError, require
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 from msgrpo.game import TextGame
-from msgrpo.iteration import build_iteration
-from msgrpo.policy import run_seed
-from msgrpo.rollout import RolloutTiming, play
+from msgrpo.iteration import IterationSettings, RolloutHost, run_iteration
+from msgrpo.seeding import SeedStreams, run_seed
 from msgrpo.types import Episode, MicroBatch, MiniBatch
 
 # _Items defines __len__ on purpose (Lightning needs the batch count) and is never split across workers
@@ -47,22 +45,6 @@ class _Items(IterableDataset):
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def rollout_stats(episodes: list[Episode], timing: RolloutTiming) -> dict[str, torch.Tensor]:
-    """Per-episode tensors (``[E]``) and per-rollout scalars for metrics."""
-    texts = [s.text for e in episodes for s in e.steps]
-    return {
-        "return": torch.tensor([e.total_reward for e in episodes]),
-        "success": torch.tensor([float(e.success) for e in episodes]),
-        "length": torch.tensor([float(e.length) for e in episodes]),
-        "invalid": torch.tensor([float(e.invalid_steps) for e in episodes]),
-        "error": torch.tensor([float(e.error is not None) for e in episodes]),
-        "distinct": torch.tensor(len(set(texts)) / max(len(texts), 1)),
-        "rollout_s": torch.tensor(timing.total_s),
-        "forward_s": torch.tensor(timing.forward_s),
-        "generated_tokens": torch.tensor(float(timing.generated_tokens)),
-    }
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -96,6 +78,9 @@ class RolloutDataModule(L.LightningDataModule):
         eval_scenarios: Scenario names for validation/test (default: all of the game's scenarios).
         eval_episodes: Episodes per scenario.
         eval_seed: First reset seed of the evaluation panel.
+        log_episodes: Training episodes per iteration whose transcripts are written under the log dir
+            (``transcripts/train.jsonl``, and to TensorBoard): the first episode of each of the first
+            groups. 0 (default) = none.
     """
 
     def __init__(
@@ -114,6 +99,7 @@ class RolloutDataModule(L.LightningDataModule):
         eval_scenarios: list[str] | None = None,
         eval_episodes: int = 50,
         eval_seed: int = PANEL_SEED,
+        log_episodes: int = 0,
     ) -> None:
         super().__init__()
         require(group_size >= 2, "group_size", ">= 2 (group-relative advantages)", group_size)
@@ -132,6 +118,7 @@ class RolloutDataModule(L.LightningDataModule):
             env_step_timeout_s,
         )
         require(eval_episodes >= 1, "eval_episodes", ">= 1", eval_episodes)
+        require(log_episodes >= 0, "log_episodes", ">= 0", log_episodes)
         self.game = game
         self.credit_assigner = credit_assigner or EpisodeReturn()
         self.sampler = sampler or AbsoluteAdvantageWeighted(num_episodes=max(1, num_groups * group_size // 2))
@@ -153,84 +140,60 @@ class RolloutDataModule(L.LightningDataModule):
         except ValueError as err:
             raise ConfigError(f"eval_scenarios: {err}", setting="eval_scenarios") from err
         self.last_episodes: list[Episode] = []
+        self.log_episodes = log_episodes
+
+    @property
+    def settings(self) -> IterationSettings:
+        """How an iteration plays and batches."""
+        return IterationSettings(
+            group_size=self.group_size,
+            num_minibatches=self.num_minibatches,
+            update_epochs=self.update_epochs,
+            token_budget=self.token_budget,
+            on_env_error=self.on_env_error,
+            env_step_timeout_s=self.env_step_timeout_s,
+        )
 
     # ----- helpers -------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    @property
+    def seeds(self) -> SeedStreams:
+        """The run's named seeding streams (from ``seed``)."""
+        return SeedStreams(self.seed)
+
     def group_seeds(self, iteration: int, rank: int = 0) -> list[int]:
         """Reset seeds of this rank's groups at ``iteration`` (distinct per rank, replayable on resume)."""
-        rng = np.random.default_rng([self.seed, iteration, rank])
-        return [int(s) for s in rng.integers(0, PANEL_SEED, size=self.num_groups)]
-
-    def _generators(self, iteration: int, rank: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
-        """(sampling RNG on the model's device, CPU RNG for episode sampling and shuffling)."""
-        base = int(np.random.default_rng([self.seed, iteration, rank, 1]).integers(2**62))
-        gen_device = torch.Generator(device=device).manual_seed(base)
-        gen_cpu = torch.Generator().manual_seed(base + 1)
-        return gen_device, gen_cpu
+        return self.seeds.group_seeds(iteration, rank, self.num_groups)
 
     # ----- one iteration -------------------------------------------------------------------------
-    def make_iteration(self, module, iteration: int) -> list[MiniBatch]:
-        """Roll out, assign credit, sample episodes and batch them: one MS-GRPO iteration's data."""
-        policy = module.policy
+    def make_iteration(self, module: RolloutHost, iteration: int) -> list[MiniBatch]:
+        """One MS-GRPO iteration's data (:func:`msgrpo.iteration.run_iteration`) for this rank."""
         rank, world = self._rank_world()
-        gen_device, gen_cpu = self._generators(iteration, rank, policy.device)
-        timing = RolloutTiming()
-        fixed_steps = getattr(module, "fixed_generation_steps", False)
-
-        def roll_out() -> list[Episode]:
-            with module.lockstep() as agent:  # sharded models: every rank makes the same generate calls
-                return play(
-                    agent,
-                    self.game,
-                    self.group_seeds(iteration, rank),
-                    self.group_size,
-                    generator=gen_device,
-                    on_env_error=self.on_env_error,  # type: ignore[arg-type]
-                    fixed_steps=fixed_steps,
-                    timing=timing,
-                    env_step_timeout_s=self.env_step_timeout_s,
-                )
-
-        run = getattr(module, "run_sharded", None) or (lambda fn: fn())
-        episodes = run(roll_out)
-        self.last_episodes = episodes
-        data = build_iteration(
-            episodes,
+        pad_id = module.policy.tokenizer.pad_token_id
+        batches, episodes = run_iteration(
+            module,
+            self.game,
             self.credit_assigner,
             self.sampler,
-            num_minibatches=self.num_minibatches,
-            update_epochs=self.update_epochs,
-            token_budget=self.token_budget,
-            pad_id=policy.tokenizer.pad_token_id,
-            generator=gen_cpu,
+            self.settings,
+            self.group_seeds(iteration, rank),
+            self.seeds.generators(iteration, rank, module.policy.device),
+            equalize=(lambda b: self._equalize(module, b, pad_id)) if world > 1 else None,
         )
-        batches = data.batches
-        if not len(data.healthy):
+        self.last_episodes = episodes
+        if self.log_episodes and self.trainer is not None:
+            firsts = episodes[:: self.group_size][: self.log_episodes]  # different starts
+            views.show_episodes(self.trainer, "train", self.game, firsts, iteration)
+        if all(e.error is not None or not e.steps for e in episodes):
             first = next((e.error for e in episodes if e.error), "no steps")
             warnings.warn(
                 f"iteration {iteration}: all {len(episodes)} episodes failed (first error: {first}); this "
                 "iteration trains nothing (data.on_env_error=raise stops the run instead)",
                 stacklevel=2,
             )
-        if not batches:
-            batches = [MiniBatch([], num_tokens=0, num_sequences=0)]
-        if world > 1:
-            self._equalize(module, batches, policy.tokenizer.pad_token_id)
-        if module.loss.kl_coef > 0:
-            start = time.perf_counter()
-
-            def score() -> None:
-                for mini in batches:
-                    for micro in mini.micro_batches:
-                        ref = policy.reference_logprobs(_to(micro, policy.device)).cpu()  # [U, C]
-                        micro.ref_logprobs = micro.per_sample(ref)
-
-            run(score)
-            timing.total_s += time.perf_counter() - start
-        batches[0].rollout_stats = rollout_stats(episodes, timing)
         return batches
 
     def _equalize(self, module, batches: list[MiniBatch], pad_id: int) -> None:
@@ -289,7 +252,7 @@ class RolloutDataModule(L.LightningDataModule):
         module = trainer.lightning_module
         iteration = trainer.current_epoch
         rank, _ = self._rank_world()
-        torch.manual_seed(int(np.random.default_rng([self.seed, iteration, rank, 2]).integers(2**62)))
+        torch.manual_seed(self.seeds.torch_seed(iteration, rank))
         batches = self.make_iteration(module, iteration)
         return DataLoader(_Items(batches), batch_size=None, collate_fn=_identity)
 
@@ -301,9 +264,3 @@ class RolloutDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._panel_loader()
-
-
-def _to(micro, device):
-    from lightning.fabric.utilities.apply_func import move_data_to_device
-
-    return move_data_to_device(micro, device)

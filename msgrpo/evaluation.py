@@ -38,7 +38,8 @@ def build_panel(
 
     Args:
         game: The game whose :meth:`TextGame.scenarios` define the panel.
-        names: Which scenarios (default: all the game defines).
+        names: Which scenarios (default: the game's :meth:`~msgrpo.game.TextGame.default_scenarios`, else
+            all it defines).
         episodes: Episodes per scenario.
         seed: First reset seed; scenario episodes use ``seed, seed + 1, ...``.
 
@@ -48,6 +49,7 @@ def build_panel(
     if episodes < 1:
         raise ValueError(f"eval episodes must be >= 1, got {episodes}")
     available = game.scenarios()
+    names = game.default_scenarios() if names is None else names
     chosen = list(available) if names is None else list(names)
     unknown = [n for n in chosen if n not in available]
     if unknown:
@@ -82,18 +84,130 @@ def summarize(episodes: Sequence[Episode]) -> dict[str, float]:
     }
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """A plain-text table of per-scenario results (rows = scenarios)."""
-    header = f"{'scenario':<16} {'success':>8} {'return':>16} {'invalid':>8} {'length':>7}"
+def format_table(
+    results: dict[str, dict[str, float]], references: dict[str, dict[str, dict[str, float]]] | None = None
+) -> str:
+    """A plain-text table of per-scenario results (rows = scenarios).
+
+    Args:
+        results: ``scenario -> summary`` of the policy evaluated.
+        references: ``reference policy -> scenario -> summary`` (e.g. random and optimal players on the
+            same seeds), printed under each scenario's row; None for the plain table.
+    """
+
+    def row(first: str, policy: str | None, r: dict[str, float]) -> str:
+        ret = f"{r['return_mean']:.3f} ± {r['return_stderr']:.3f}"
+        who = "" if policy is None else f" {policy:<8}"
+        invalid = f"{r['invalid_action_rate']:>8.3f}" if "invalid_action_rate" in r else f"{'-':>8}"
+        return f"{first:<16}{who} {r['success_rate']:>8.3f} {ret:>16} {invalid} {r['episode_len']:>7.2f}"
+
+    policy_col = "" if references is None else f" {'policy':<8}"
+    header = f"{'scenario':<16}{policy_col} {'success':>8} {'return':>16} {'invalid':>8} {'length':>7}"
     lines = [header, "-" * len(header)]
     for name, r in results.items():
-        ret = f"{r['return_mean']:.3f} ± {r['return_stderr']:.3f}"
-        lines.append(
-            f"{name:<16} {r['success_rate']:>8.3f} {ret:>16} {r['invalid_action_rate']:>8.3f} {r['episode_len']:>7.2f}"
-        )
+        lines.append(row(name, None if references is None else "trained", r))
+        for policy, by_scenario in (references or {}).items():
+            if name in by_scenario:
+                lines.append(row("", policy, by_scenario[name]))
     return "\n".join(lines)
 
 
 def to_json(results: dict[str, dict[str, float]]) -> str:
     """``{"scenarios": {name: {...}}}`` as one JSON line."""
     return json.dumps({"scenarios": results}, sort_keys=True)
+
+
+@dataclass
+class EpisodeRecord:
+    """What :func:`summarize` needs of an episode: small enough to gather across ranks.
+
+    Attributes:
+        total_reward: The episode return.
+        success: Whether the game counted it a success.
+        length: Steps taken.
+        invalid_steps: Steps whose completion named no valid action.
+        error: ``"error"`` when the environment raised, else None.
+    """
+
+    total_reward: float
+    success: bool
+    length: int
+    invalid_steps: int
+    error: str | None = None
+
+    @classmethod
+    def of(cls, episode: Episode) -> EpisodeRecord:
+        return cls(
+            episode.total_reward,
+            bool(episode.success),
+            episode.length,
+            episode.invalid_steps,
+            None if episode.error is None else "error",
+        )
+
+
+def records_to_rows(index: Sequence[int], records: Sequence[EpisodeRecord], rows_per_rank: int):
+    """Records as float64 rows ``[rows_per_rank, 6]`` (seed index, return, success, length, invalid steps,
+    error), padded with index -1: what ranks all-gather."""
+    import torch
+
+    rows = torch.full((rows_per_rank, 6), -1.0, dtype=torch.float64)
+    for row, (i, r) in enumerate(zip(index, records)):
+        rows[row] = torch.tensor(
+            [i, r.total_reward, r.success, r.length, r.invalid_steps, r.error is not None], dtype=torch.float64
+        )
+    return rows
+
+
+def rows_to_records(gathered) -> list[EpisodeRecord]:
+    """Every rank's rows (``[N, 6]``, see :func:`records_to_rows`) back to records, in seed order."""
+    gathered = gathered[gathered[:, 0] >= 0]
+    gathered = gathered[gathered[:, 0].argsort()]
+    return [
+        EpisodeRecord(float(r[1]), bool(r[2]), int(r[3]), int(r[4]), "error" if r[5] else None)
+        for r in gathered.tolist()
+    ]
+
+
+def evaluate(
+    agent,
+    scenario: Scenario,
+    greedy: bool,
+    rank: int = 0,
+    world: int = 1,
+    all_gather=None,
+    keep: list[Episode] | None = None,
+    observe=None,
+) -> dict[str, float]:
+    """Play a scenario's fixed seeds (one episode per seed) with ``agent`` and summarise them.
+
+    With several processes each rank plays every ``world``-th seed and ``all_gather`` (a tensor collective)
+    collects the records, summarised in seed order on every rank: with greedy decoding the result is that
+    of one process (sampled evaluation draws differ with the split).
+
+    Args:
+        keep: Filled with this rank's episodes (seeds ``rank, rank + world, ...``), e.g. for transcripts.
+        observe: Passed to :func:`msgrpo.rollout.play` (replay frames).
+    """
+    import torch
+
+    from msgrpo.rollout import play
+
+    index = list(range(rank, len(scenario.seeds), world))
+    episodes = play(
+        agent,
+        scenario.game,
+        [scenario.seeds[i] for i in index],
+        group_size=1,
+        generator=torch.Generator(device=agent.device).manual_seed(0),
+        greedy=greedy,
+        fixed_steps=agent.lockstep,
+        observe=observe,
+    )
+    if keep is not None:
+        keep.extend(episodes)
+    records = [EpisodeRecord.of(e) for e in episodes]
+    if world > 1:
+        rows = records_to_rows(index, records, -(-len(scenario.seeds) // world))
+        records = rows_to_records(all_gather(rows).reshape(-1, 6).cpu())
+    return summarize(records)

@@ -47,13 +47,17 @@ class _ModelCLI(MSGRPOCLI):
         parser.add_argument("--weights_only", type=bool | None, default=None)
 
 
-def build_module(cli_args: list[str], recipe: str | None = None) -> MSGRPOModule:
-    """The :class:`MSGRPOModule` a run's configuration describes (weights as initialised)."""
+def build_run(cli_args: list[str], recipe: str | None = None) -> MSGRPOCLI:
+    """The CLI (module, data module, trainer) a run's configuration describes (weights as initialised)."""
     default = config_path(f"{recipe}.yaml") if recipe else None
     with warnings.catch_warnings():  # "args given and sys.argv too": the exporter's own options
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = _ModelCLI(default_config=default, args=cli_args, run=False)
-    return cli.model
+        return _ModelCLI(default_config=default, args=cli_args, run=False)
+
+
+def build_module(cli_args: list[str], recipe: str | None = None) -> MSGRPOModule:
+    """The :class:`MSGRPOModule` a run's configuration describes (weights as initialised)."""
+    return build_run(cli_args, recipe).model
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

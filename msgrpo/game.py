@@ -158,6 +158,28 @@ class TextGame(ABC):
         """Named evaluation scenarios (fixed game settings); the default is the game itself."""
         return {"default": self}
 
+    def frame(self, env: gym.Env) -> Any:
+        """A picture of the env's current state for replays and loggers (a ``PIL.Image``).
+
+        Default: the text observation drawn as text (:func:`msgrpo.frames.text_image`); games with a board
+        draw it (:func:`msgrpo.frames.grid_image`).
+        """
+        from msgrpo.frames import text_image
+
+        return text_image(self.render(env))
+
+    def default_scenarios(self) -> list[str] | None:
+        """The scenarios evaluated when ``data.eval_scenarios`` is null (None: every scenario)."""
+        return None
+
+    def reference_policies(self) -> dict[str, Any]:
+        """Scripted players (:class:`~msgrpo.reference.ReferencePolicy`, no language model) that an
+        evaluation is read against: the floor and, where the game has one, a ceiling. Default: a
+        uniformly random player."""
+        from msgrpo.reference import RandomPolicy
+
+        return {"random": RandomPolicy()}
+
     def with_settings(self, **overrides: Any) -> TextGame:
         """A copy of this game with some of its :attr:`settings` changed (same penalty, fallback, parser).
 

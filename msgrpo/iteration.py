@@ -1,23 +1,128 @@
-"""One MS-GRPO iteration's data, from played episodes to mini-batches: the algorithm on one page.
+"""One MS-GRPO iteration's data: the algorithm on one page.
 
+    group seeds --rollout (lockstep, one batched generate call per env step)--> episodes
     episodes --(healthy only)--> credit assigner --> per-step advantages A[e][t]
-             --> sampler (weights: mean |A_t| per episode) --> chosen episodes
+             --> sampler (weights: mean |A_t| per episode) --> chosen episodes (x importance weights)
              --> one single-turn sample per chosen step --> shuffled mini-batches of micro-batches
+             --> (KL penalty) reference log-probs of every sample
 
-Pure: no Lightning, no model. The rollout (:func:`msgrpo.rollout.play`) comes before it and the update
-(:class:`msgrpo.module.MSGRPOModule`) after it.
+:func:`run_iteration` is the whole page; :func:`build_iteration` is its pure middle (no model). What the
+rollout needs of the training module is written down as :class:`RolloutHost`; the update comes after it
+(:class:`msgrpo.module.MSGRPOModule`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from msgrpo.batching import minibatches, step_samples
 from msgrpo.components.credit import CreditAssigner, episode_returns, episode_weights
 from msgrpo.components.samplers import EpisodeSampler
-from msgrpo.types import Episode, MiniBatch
+from msgrpo.game import TextGame
+from msgrpo.policy import LanguagePolicy
+from msgrpo.rollout import RolloutTiming, play
+from msgrpo.types import Episode, MiniBatch, RolloutStats
+
+T = TypeVar("T")
+
+
+class RolloutHost(Protocol):
+    """What an iteration needs of the training module (:class:`msgrpo.module.MSGRPOModule` provides it).
+
+    Attributes:
+        policy: The policy to play and score with.
+        needs_reference: Whether samples need reference log-probs (a KL penalty).
+    """
+
+    policy: LanguagePolicy
+    needs_reference: bool
+
+    def lockstep(self) -> AbstractContextManager[LanguagePolicy]:
+        """The policy to play episodes with (under sharding: every rank makes the same generate calls)."""
+
+    def run_sharded(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` where the strategy's model can run (precision context, FSDP1's forward redirection)."""
+
+
+@dataclass
+class IterationSettings:
+    """How an iteration plays and batches (the data module's settings)."""
+
+    group_size: int
+    num_minibatches: int
+    update_epochs: int
+    token_budget: int
+    on_env_error: str = "record"
+    env_step_timeout_s: float | None = None
+
+
+def run_iteration(
+    host: RolloutHost,
+    game: TextGame,
+    credit_assigner: CreditAssigner,
+    sampler: EpisodeSampler,
+    settings: IterationSettings,
+    group_seeds: list[int],
+    generators: tuple[torch.Generator, torch.Generator],
+    equalize: Callable[[list[MiniBatch]], Any] | None = None,
+) -> tuple[list[MiniBatch], list[Episode]]:
+    """Roll out, assign credit, sample episodes, batch them and score the reference: one iteration's data.
+
+    Args:
+        host: The training module.
+        game: The game.
+        credit_assigner: Rewards -> per-step advantages.
+        sampler: Which episodes to train on.
+        settings: Group size and batching.
+        group_seeds: One reset seed per group.
+        generators: (token sampling RNG on the model's device, CPU RNG for the sampler and shuffles).
+        equalize: Pads the mini-batches so every rank runs the same passes (several ranks), or None.
+
+    Returns:
+        The mini-batches (at least one; the first carries the :class:`RolloutStats`) and the episodes.
+    """
+    sampling, cpu = generators
+    timing = RolloutTiming()
+
+    def roll_out() -> list[Episode]:
+        with host.lockstep() as agent:
+            return play(
+                agent, game, group_seeds, settings.group_size, generator=sampling,
+                on_env_error=settings.on_env_error,  # type: ignore[arg-type]
+                timing=timing, env_step_timeout_s=settings.env_step_timeout_s,
+            )  # fmt: skip
+
+    episodes = host.run_sharded(roll_out)
+    pad_id = host.policy.tokenizer.pad_token_id
+    data = build_iteration(
+        episodes, credit_assigner, sampler, num_minibatches=settings.num_minibatches,
+        update_epochs=settings.update_epochs, token_budget=settings.token_budget, pad_id=pad_id, generator=cpu,
+    )  # fmt: skip
+    batches = data.batches or [MiniBatch([], num_tokens=0, num_sequences=0)]
+    if equalize is not None:
+        equalize(batches)
+    if host.needs_reference:
+        start = time.perf_counter()
+        host.run_sharded(lambda: attach_reference(host.policy, batches))
+        timing.total_s += time.perf_counter() - start
+    batches[0].rollout_stats = RolloutStats.of(episodes, timing.total_s, timing.forward_s, timing.generated_tokens)
+    return batches, episodes
+
+
+def attach_reference(policy: LanguagePolicy, batches: list[MiniBatch]) -> None:
+    """Score every micro-batch under the reference policy (``ref_logprobs``, ``[B, C]``)."""
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    for mini in batches:
+        for micro in mini.micro_batches:
+            ref = policy.reference_logprobs(move_data_to_device(micro, policy.device)).cpu()  # [U, C]
+            micro.ref_logprobs = micro.per_sample(ref)
 
 
 @dataclass
@@ -79,8 +184,10 @@ def build_iteration(
     group_ids = torch.tensor([e.group_id for e in kept])
     observations = [[s.observation for s in e.steps] for e in kept]
     kept_adv = credit_assigner.assign(rewards, group_ids, observations)  # H x [T_e]
-    picked = sampler.sample(episode_weights(kept_adv), episode_returns(rewards), group_ids, generator)  # [K]
-    samples = step_samples(kept, kept_adv, picked)
+    weights = episode_weights(kept_adv)  # [H] mean |A_t| per episode
+    picked = sampler.sample(weights, episode_returns(rewards), group_ids, generator)  # [K]
+    scales = sampler.importance_weights(weights, picked)  # [K] or None
+    samples = step_samples(kept, kept_adv, picked, scales)
     batches: list[MiniBatch] = []
     for _ in range(update_epochs):
         k = min(num_minibatches, len(samples))  # fewer samples than mini-batches: one sample each

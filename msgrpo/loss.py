@@ -35,6 +35,23 @@ LOG_RATIO_BOUND = 20.0
 """Bound on every log-ratio (importance and KL): ``e^20`` is far beyond any clip range; no inf reaches the loss."""
 
 
+def bounded_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``log(pi / pi_old)`` at real tokens, bounded to ``+-LOG_RATIO_BOUND``; exactly 0 elsewhere. ``[B, C]``."""
+    zero = logprobs.new_zeros(())
+    return torch.where(real, (logprobs - old_logprobs).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), zero)
+
+
+@torch.no_grad()
+def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+    """``(sum, count)`` of ``(ratio - 1) - log ratio`` over the real tokens still inside the current
+    support (a token outside a truncated support has ``logprobs = -inf`` and is left out)."""
+    real = mask.bool()
+    inside = real & ~torch.isneginf(logprobs)
+    log_ratio = bounded_log_ratio(logprobs, old_logprobs, real)
+    terms = torch.where(inside, torch.exp(log_ratio) - 1.0 - log_ratio, log_ratio.new_zeros(()))
+    return float(terms.sum()), int(inside.sum())
+
+
 @dataclass
 class LossOutput:
     """Loss and diagnostics (diagnostics are detached token means over real tokens).
@@ -144,7 +161,7 @@ class MSGRPOLoss(nn.Module):
         def keep(x: torch.Tensor) -> torch.Tensor:
             return torch.where(real, x, zero)
 
-        log_ratio = keep((logprobs - old_logprobs).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))  # [B, C]
+        log_ratio = bounded_log_ratio(logprobs, old_logprobs, real)  # [B, C]
         ratio = torch.exp(log_ratio)  # [B, C]
         adv = advantages.to(logprobs.dtype)[:, None]  # [B, 1]
         unclipped = ratio * adv  # [B, C]

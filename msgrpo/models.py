@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from importlib import resources
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -81,12 +82,38 @@ def _corpus(seed: int) -> list[str]:
     return texts
 
 
-def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train the tiny preset's byte-level BPE tokenizer (about 50 ms), deterministic from ``seed``.
+FROZEN_TOKENIZER = "tiny_tokenizer.json"
+"""The tiny preset's tokenizer as trained on the built-in games' text (``train_tiny_tokenizer(0, 512)``),
+frozen in ``msgrpo/assets``: rewording a game's rules never changes the token ids of existing checkpoints
+(checkpoints also record the tokenizer's :func:`~msgrpo.loading.tokenizer_fingerprint`)."""
+FROZEN_VOCAB_SIZE = 512
+
+
+def build_tiny_tokenizer(seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """The tiny preset's byte-level BPE tokenizer: the frozen one for the default vocabulary size, else
+    trained in-process (about 50 ms, deterministic from ``seed``) on the built-in games' current text.
 
     Byte-level BPE never produces an unknown token. The ChatML template and ``<|im_end|>`` as EOS make
     it a drop-in chat tokenizer.
     """
+    if vocab_size == FROZEN_VOCAB_SIZE:
+        path = resources.files("msgrpo") / "assets" / FROZEN_TOKENIZER
+        return _wrap(Tokenizer.from_str(path.read_text(encoding="utf-8")))
+    return train_tiny_tokenizer(seed, vocab_size)
+
+
+def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def train_tiny_tokenizer(seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on the built-in games' text (how the frozen one was made)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -103,13 +130,7 @@ def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedToke
     )
     tok.train_from_iterator(_corpus(seed), trainer)
     tok.add_tokens(TAG_TOKENS)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHATML_TEMPLATE,
-        padding_side="left",
-    )
+    return _wrap(tok)
 
 
 def build_tiny_model(

@@ -1,77 +1,44 @@
-"""LAP: the language-agent policy induced by a causal LM.
+"""LAP: the language-agent policy induced by a causal LM (the facade the rest of the code talks to).
 
 The policy owns the model (optionally wrapped with a peft LoRA adapter), its tokenizer and chat
-template, and the decoding settings. It samples completions with its own KV-cached loop so that the
-returned log-probs are exactly those of the sampling distribution (``softmax(logits / temperature)``,
-optionally restricted to ``allowed_tokens`` and top-k / top-p truncated), and recomputes the same
-quantity with gradients for training.
+template, the sampling distribution and the decoding settings. Its pieces live beside it:
+
+* :mod:`msgrpo.loading`: presets, Hugging Face directories and hub ids, LoRA, the reference copy;
+* :mod:`msgrpo.distribution`: the sampling distribution, shared by generation and scoring;
+* :mod:`msgrpo.prefix`: the shared-prefix KV machinery, shared by the rollout and the update;
+* :mod:`msgrpo.decoding`: the KV-cached sampling loop and the completion-position forward pass.
+
 Training only ever sees the generated token ids; decoded text is used for parsing alone.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
-import os
-import time
-import warnings
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache, StaticCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from msgrpo.distribution import SamplingDistribution, TokenScores, sample, score_tokens
-from msgrpo.errors import ConfigError, require
-from msgrpo.models import CHATML_TEMPLATE, TinySettings, build_tiny
-from msgrpo.pretrained import SMOLLM2, smollm2_dir
+from msgrpo import decoding
+from msgrpo.decoding import Generation
+from msgrpo.distribution import SamplingDistribution, TokenScores, score_tokens
+from msgrpo.errors import require
+from msgrpo.loading import (
+    TINY,
+    LoraSettings,
+    apply_lora,
+    cache_argument,
+    enable_checkpointing,
+    eos_ids,
+    frozen_copy,
+    load_model_and_tokenizer,
+    prepare_tokenizer,
+    single_token_ids,
+)
+from msgrpo.models import TinySettings
+from msgrpo.prefix import MIN_SHARED_PREFIX, common_prefix_len
+from msgrpo.seeding import run_seed
 from msgrpo.types import MicroBatch
 
-TINY = "tiny"
-MIN_SHARED_PREFIX = 16
-"""Shortest common prompt prefix worth a prefill pass of its own (see :meth:`LanguagePolicy.generate`)."""
-
-
-@dataclass
-class LoraSettings:
-    """peft LoRA adapter settings.
-
-    Attributes:
-        r: Adapter rank.
-        alpha: LoRA alpha (scaling = alpha / r).
-        dropout: Dropout on the adapter input. Must be 0: the policy scores with dropout off, exactly as
-            the rollout sampled (any other value would make the first update's importance ratio differ
-            from 1), so a non-zero value is refused instead of being silently ignored.
-        target_modules: Module names to adapt, or ``"all-linear"``.
-    """
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] | str = field(default="all-linear")
-
-
-@dataclass
-class Generation:
-    """Sampled completions for a batch of prompts.
-
-    Attributes:
-        completion_ids: ``B`` tensors of shape ``[C_b]`` (EOS included when emitted, no padding).
-        logprobs: ``B`` tensors of shape ``[C_b]``: log-prob of each token under the sampling distribution.
-        texts: ``B`` decoded completions (special tokens removed).
-        forward_s: Seconds spent inside model forward passes.
-    """
-
-    completion_ids: list[torch.Tensor]
-    logprobs: list[torch.Tensor]
-    texts: list[str]
-    forward_s: float = 0.0
-
-
-def _is_local(path: str) -> bool:
-    return os.path.isdir(os.path.expanduser(path))
+__all__ = ["TINY", "MIN_SHARED_PREFIX", "Generation", "LanguagePolicy", "LoraSettings", "run_seed"]
 
 
 class LanguagePolicy(nn.Module):
@@ -157,98 +124,21 @@ class LanguagePolicy(nn.Module):
         self.share_prefill = share_prefill
         self.lockstep = False
         self.uses_lora = lora is not None
-        seed = run_seed() if seed is None else seed
-        self.seed = seed
-        model, self.tokenizer = self._load(model_name_or_path, getattr(torch, dtype), trust_remote_code, seed, tiny)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not getattr(self.tokenizer, "chat_template", None):
-            warnings.warn(
-                f"tokenizer of {model_name_or_path!r} has no chat template; using the ChatML fallback",
-                stacklevel=2,
-            )
-            self.tokenizer.chat_template = CHATML_TEMPLATE
-        self.allowed_tokens = list(allowed_tokens) if allowed_tokens is not None else None
-        self.allowed_ids = self._token_ids(self.allowed_tokens) if self.allowed_tokens is not None else None
-        self.distribution = SamplingDistribution(temperature, top_k, top_p, self.allowed_ids)
-        self.eos_ids = sorted(
-            {
-                i
-                for i in [self.tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))]
-                if i is not None
-            }
+        self.seed = run_seed() if seed is None else seed
+        model, self.tokenizer = load_model_and_tokenizer(
+            model_name_or_path, getattr(torch, dtype), trust_remote_code, self.seed, tiny
         )
-        if lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=lora.r,
-                    lora_alpha=lora.alpha,
-                    lora_dropout=lora.dropout,
-                    target_modules=lora.target_modules,
-                    task_type="CAUSAL_LM",
-                ),
-            )
-        self.model = model
-        self._cache_arg = _cache_argument(model)
+        prepare_tokenizer(self.tokenizer, model_name_or_path)
+        self.allowed_tokens = list(allowed_tokens) if allowed_tokens is not None else None
+        self.allowed_ids = None if allowed_tokens is None else single_token_ids(self.tokenizer, self.allowed_tokens)
+        self.distribution = SamplingDistribution(temperature, top_k, top_p, self.allowed_ids)
+        self.eos_ids = eos_ids(self.tokenizer, model)
+        self.model = apply_lora(model, lora) if lora is not None else model
+        self._cache_arg = cache_argument(self.model)
         self.reference: nn.Module | None = None
         self.train(self.training)
 
-    # ----- loading -------------------------------------------------------------------------------
-    @staticmethod
-    def _load(name: str, dtype: torch.dtype, trust_remote_code: bool, seed: int, tiny: TinySettings | None):
-        if name == TINY:
-            model, tokenizer = build_tiny(seed, tiny)
-            return model.to(dtype), tokenizer
-        if name == SMOLLM2:
-            name = smollm2_dir()
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        if not _is_local(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-            raise ConfigError(f"model path {name!r} does not exist")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, KeyError) as err:
-            where = "local directory" if _is_local(name) else "hub id"
-            hint = " (HF_HUB_OFFLINE=1: only models already in the local cache can load)" if offline else ""
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot load a causal LM from {where} {name!r}{hint}: {first}") from err
-        return model, tokenizer
-
-    def _token_ids(self, strings: list[str]) -> list[int]:
-        """The single token id of each string (``allowed_tokens``); a clear error for anything else."""
-        if not strings:
-            raise ConfigError(
-                "allowed_tokens is empty: give at least one token, or null for no constraint", setting="allowed_tokens"
-            )
-        ids = []
-        for s in strings:
-            enc = self.tokenizer.encode(s, add_special_tokens=False)
-            if len(enc) != 1:
-                pieces = self.tokenizer.convert_ids_to_tokens(enc)
-                raise ConfigError(
-                    f"allowed_tokens: {s!r} is {len(enc)} tokens {pieces} of this tokenizer; every entry "
-                    "must be exactly one token (check leading spaces)",
-                    setting="allowed_tokens",
-                )
-            ids.append(enc[0])
-        return sorted(set(ids))
-
-    def enable_reference(self) -> None:
-        """Make :meth:`reference_logprobs` available (a frozen copy for full fine-tuning; under LoRA the
-        adapter-disabled base model is the reference and nothing is copied).
-
-        The copy is of the model as it is now: call this before any training or checkpoint restore (the
-        training module does, when it is built), so that the reference is the initial policy, in a
-        resumed run too."""
-        if not self.uses_lora and self.reference is None:
-            ref = copy.deepcopy(self.model).eval()
-            ref.requires_grad_(False)
-            object.__setattr__(self, "reference", ref)  # not a submodule: not trained, not checkpointed
-
+    # ----- modes and the reference ---------------------------------------------------------------
     def train(self, mode: bool = True) -> LanguagePolicy:
         """Set the training flag, keeping every forward pass deterministic (dropout off).
 
@@ -263,6 +153,21 @@ class LanguagePolicy(nn.Module):
                 if isinstance(module, GradientCheckpointingLayer):
                     module.training = mode
         return self
+
+    def enable_reference(self) -> None:
+        """Make :meth:`reference_logprobs` available (a frozen copy for full fine-tuning; under LoRA the
+        adapter-disabled base model is the reference and nothing is copied).
+
+        The copy is of the model as it is now: call this before any training or checkpoint restore (the
+        training module does, when it is built), so that the reference is the initial policy, in a
+        resumed run too."""
+        if not self.uses_lora and self.reference is None:
+            # not a submodule: not trained, not checkpointed
+            object.__setattr__(self, "reference", frozen_copy(self.model))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     # ----- prompts -------------------------------------------------------------------------------
     def encode(self, messages: list[list[dict[str, str]]]) -> list[torch.Tensor]:
@@ -279,46 +184,13 @@ class LanguagePolicy(nn.Module):
         ids = dict(zip(unique, self.tokenizer(unique, add_special_tokens=False)["input_ids"]))
         return [torch.tensor(ids[t], dtype=torch.long) for t in texts]
 
-    def _left_pad(self, prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``B`` prompts -> ``input_ids [B, P]``, ``attention_mask [B, P]`` (left padded)."""
-        width = max(p.numel() for p in prompts)
-        ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, width - p.numel() :] = p
-            mask[row, width - p.numel() :] = 1
-        return ids, mask
-
     # ----- sampling ------------------------------------------------------------------------------
-    def _new_cache(self, max_len: int) -> Cache:
-        """A KV cache preallocated for ``max_len`` positions (a growing cache copies itself at every
-        decoding step); a growing one for models without static-cache support."""
-        try:
-            return StaticCache(config=self.model.config, max_cache_len=max_len)
-        except Exception:  # noqa: BLE001 - unusual configs: fall back to the always-supported cache
-            return DynamicCache()
-
     def shared_prefix_len(self, prompts: list[torch.Tensor]) -> int:
-        """Length of the token prefix that every prompt shares, which :meth:`generate` prefills only once
-        (and scoring runs once, see :meth:`score_prefix_len`).
+        """Length of the token prefix every prompt shares, which :meth:`generate` prefills only once (and
+        scoring runs once, see :meth:`score_prefix_len`); 0 when ``share_prefill`` is off
+        (:func:`msgrpo.prefix.common_prefix_len`)."""
+        return common_prefix_len(prompts, MIN_SHARED_PREFIX) if self.share_prefill else 0
 
-        This is the longest common prefix of the prompts, kept at least one token short of the shortest
-        prompt (each row needs a token of its own to predict from); 0 (no sharing) for a single prompt,
-        when ``share_prefill`` is off, or when the common prefix is shorter than ``MIN_SHARED_PREFIX``.
-        """
-        if not self.share_prefill or len(prompts) < 2:
-            return 0
-        limit = min(p.numel() for p in prompts) - 1
-        if limit < MIN_SHARED_PREFIX:
-            return 0
-        first = prompts[0][:limit]
-        same = torch.ones(limit, dtype=torch.bool, device=first.device)
-        for p in prompts[1:]:
-            same &= p[:limit] == first
-        n = int(same.logical_not().nonzero()[0]) if not bool(same.all()) else limit
-        return n if n >= MIN_SHARED_PREFIX else 0
-
-    @torch.no_grad()
     def generate(
         self,
         prompts: list[torch.Tensor],
@@ -326,12 +198,8 @@ class LanguagePolicy(nn.Module):
         greedy: bool = False,
         fixed_steps: bool = False,
     ) -> Generation:
-        """Sample one completion per prompt in a single batched, KV-cached decoding loop.
-
-        Prefill work is shared: the token prefix common to all prompts (the system message and the fixed
-        part of a game's user message, see :meth:`shared_prefix_len`) is prefilled once and its KV cache
-        broadcast to every row, and identical prompts (episodes of a group in the same state) are
-        prefilled once. Every row then samples its own completion.
+        """Sample one completion per prompt in a single batched, KV-cached decoding loop
+        (:func:`msgrpo.decoding.generate`).
 
         Args:
             prompts: ``B`` prompt-id tensors, shape ``[P_b]``.
@@ -344,82 +212,24 @@ class LanguagePolicy(nn.Module):
         Returns:
             The completions and their log-probs under the sampling distribution.
         """
-        device = self.device
-        batch = len(prompts)
-        shared = 0 if fixed_steps else self.shared_prefix_len(prompts)
-        # the rest of each prompt, left padded
-        rest_ids, rest_mask = self._left_pad([p[shared:] for p in prompts])  # [B, L]
-        width = rest_ids.shape[1]
-        cache = self._new_cache(shared + width + self.max_new_tokens)
-        forward_s = 0.0
-
-        def forward(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            nonlocal forward_s
-            start = time.perf_counter()
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                use_cache=True,
-                logits_to_keep=1,
-                **{self._cache_arg: cache},
-            )
-            forward_s += time.perf_counter() - start
-            return out.logits[:, -1]  # [rows, V]
-
-        if shared:  # the common prefix: one row, then broadcast
-            prefix = prompts[0][None, :shared].to(device)  # [1, S]
-            forward(prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None])
-        dedup = False
-        if self.share_prefill and batch > 1:  # identical prompts: prefill U <= B distinct rows
-            rows, inverse = torch.unique(torch.cat([rest_ids, rest_mask], 1), dim=0, return_inverse=True)
-            dedup = rows.shape[0] < batch
-            if dedup:
-                rest_ids, rest_mask, inverse = rows[:, :width], rows[:, width:], inverse.to(device)  # [U, L]
-        rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
-        if shared:
-            cache.reorder_cache(torch.zeros(rest_ids.shape[0], dtype=torch.long, device=device))
-        # [rows, S + L]: the shared prefix, then each row's left-padded rest of the prompt
-        attention_mask = torch.cat([rest_mask.new_ones((rest_ids.shape[0], shared)), rest_mask], dim=1)
-        step_pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [rows, L]
-        logits = forward(rest_ids, attention_mask, step_pos)
-        if dedup:  # unique rows -> every prompt's row
-            cache.reorder_cache(inverse)
-            logits, attention_mask, step_pos = logits[inverse], attention_mask[inverse], step_pos[inverse]
-        eos = torch.tensor(self.eos_ids, device=device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        tokens, logps = [], []
-        for t in range(self.max_new_tokens):
-            logp = self.distribution.sampling_logprobs(logits)  # [B, V]
-            if greedy:
-                nxt = logp.argmax(-1)
-            else:
-                nxt = sample(logp, generator)  # [B]
-            tok_logp = logp.gather(-1, nxt[:, None]).squeeze(-1)  # [B]
-            tokens.append(torch.where(finished, torch.full_like(nxt, -1), nxt))  # -1: after the end
-            logps.append(tok_logp)
-            finished = finished | torch.isin(nxt, eos)
-            if t == self.max_new_tokens - 1 or (finished.all() and not fixed_steps):
-                break
-            nxt = torch.where(finished, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
-            step_pos = step_pos[:, -1:] + 1
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-            logits = forward(nxt[:, None], attention_mask, step_pos)
-        token_mat = torch.stack(tokens, 1).cpu()  # [B, C_max]
-        logp_mat = torch.stack(logps, 1).float().cpu()  # [B, C_max]
-        completion_ids, logprobs = [], []
-        for row in range(batch):
-            keep = token_mat[row] >= 0
-            completion_ids.append(token_mat[row][keep].clone())
-            logprobs.append(logp_mat[row][keep].clone())
+        completion_ids, logprobs, forward_s = decoding.generate(
+            self.model,
+            prompts,
+            self.distribution,
+            max_new_tokens=self.max_new_tokens,
+            eos_ids=self.eos_ids,
+            pad_id=self.tokenizer.pad_token_id,
+            cache_arg=self._cache_arg,
+            shared=0 if fixed_steps else self.shared_prefix_len(prompts),
+            dedupe=self.share_prefill,
+            generator=generator,
+            greedy=greedy,
+            fixed_steps=fixed_steps,
+        )
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         return Generation(completion_ids, logprobs, texts, forward_s)
 
     # ----- scoring -------------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def score_prefix_len(self, batch: MicroBatch) -> int:
         """Length of the prompt-token prefix every row of ``batch`` shares, which scoring runs only once.
 
@@ -429,67 +239,14 @@ class LanguagePolicy(nn.Module):
         if self.lockstep or self.gradient_checkpointing:
             return 0
         width = batch.input_ids.shape[1] - batch.completion_len  # P
-        starts = self._prompt_starts(batch).tolist()  # [U]
+        starts = decoding.prompt_starts(batch).tolist()  # [U]
         return self.shared_prefix_len([row[start:width] for row, start in zip(batch.input_ids, starts)])
-
-    @staticmethod
-    def _prompt_starts(batch: MicroBatch) -> torch.Tensor:
-        """Column of each row's first real token (prompts are left padded). ``[U]`` long."""
-        return batch.attention_mask.argmax(-1)
-
-    def _forward_scores(self, model: nn.Module, batch: MicroBatch) -> torch.Tensor:
-        """Logits at positions ``P-1 .. P+C-1`` of every row. ``[U, C + 1, V]``.
-
-        With a shared prefix of ``S`` tokens (:meth:`score_prefix_len`) the prefix runs once as one row
-        and its KV cache is broadcast (with gradient) to every row, which then runs only the rest of its
-        sequence: the last ``W`` columns of ``input_ids``, with the prefix tokens and padding in them
-        masked out. Same logits up to float rounding.
-        """
-        c = batch.completion_len
-        shared = self.score_prefix_len(batch)
-        if not shared:
-            position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-            return model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=position_ids,
-                logits_to_keep=c + 1,  # logits at positions P-1 .. P+C-1; the last is not needed
-                use_cache=False,
-            ).logits
-        ids, mask = batch.input_ids, batch.attention_mask
-        starts = self._prompt_starts(batch)  # [U]
-        total = ids.shape[1]
-        width = total - int(starts.min()) - shared  # W: the longest row's rest
-        first = int(starts[0])
-        prefix = ids[:1, first : first + shared]  # [1, S]
-        cache = DynamicCache()
-        model(
-            input_ids=prefix,
-            attention_mask=torch.ones_like(prefix),
-            position_ids=torch.arange(shared, device=ids.device)[None],
-            use_cache=True,
-            logits_to_keep=1,
-            **{self._cache_arg: cache},
-        )
-        cache.reorder_cache(torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device))  # [U] rows
-        cols = torch.arange(total - width, total, device=ids.device)  # original column of each rest column
-        rest_mask = mask[:, -width:] * (cols[None] >= (starts + shared)[:, None])  # [U, W]
-        full_mask = torch.cat([rest_mask.new_ones((ids.shape[0], shared)), rest_mask], dim=1)  # [U, S + W]
-        position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [U, W]
-        return model(
-            input_ids=ids[:, -width:],
-            attention_mask=full_mask,
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=c + 1,
-            **{self._cache_arg: cache},
-        ).logits
 
     def _score(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool, entropy_grad: bool = False
     ) -> TokenScores:
         c = batch.completion_len
-        logits = self._forward_scores(model, batch)[:, :-1]  # [U, C, V]
+        logits = decoding.completion_logits(model, batch, self._cache_arg, self.score_prefix_len(batch))[:, :-1]
         targets = batch.input_ids[:, -c:]  # [U, C]
         return score_tokens(self.distribution, logits, targets, batch.row_mask, with_entropy, entropy_grad)
 
@@ -506,7 +263,7 @@ class LanguagePolicy(nn.Module):
             padded positions hold exactly 0.
         """
         if self.gradient_checkpointing:
-            _enable_checkpointing(self.model)
+            enable_checkpointing(self.model)
         return self._score(self.model, batch, with_entropy=True, entropy_grad=entropy_grad)
 
     @torch.no_grad()
@@ -522,30 +279,3 @@ class LanguagePolicy(nn.Module):
         if next(self.reference.parameters()).device != self.device:
             self.reference.to(self.device)
         return self._score(self.reference, batch, with_entropy=False).full_logprobs
-
-
-def run_seed() -> int:
-    """The run's seed: the one ``seed_everything`` set (``PL_GLOBAL_SEED``), else 0."""
-    return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-
-def _enable_checkpointing(model: nn.Module) -> None:
-    """Turn on activation checkpointing once (``activation_checkpointing_enable`` in newer transformers)."""
-    enabled = getattr(model, "is_activation_checkpointing", None)
-    if enabled is None:
-        enabled = getattr(model, "is_gradient_checkpointing", False)
-    if not enabled:
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-
-
-def _cache_argument(model: nn.Module) -> str:
-    """The name under which this model's forward takes a KV cache (``cache`` since transformers 5.24,
-    ``past_key_values`` before)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _as_list(x: Any) -> list:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [x]

@@ -16,6 +16,9 @@ _WARNINGS = (
     r"Found \d+ module\(s\) in eval mode at the start of training.*",
     # every rank yields its own mini-batches in the main process: worker processes would only add cost
     r".*does not have many workers.*",
+    # an iteration whose advantages are all 0 makes no optimizer step; its learning-rate schedule still
+    # advances one iteration (torch warns when that happens before the first step)
+    r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`.*",
 )
 
 

@@ -107,17 +107,14 @@ def aggregate(runs: dict[str, dict[str, dict[int, float]]], prefix: str = "eval/
 
 def reference_results(game, episodes: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """Reference policies on the game's panel: ``policy -> scenario -> summary``."""
-    from msgrpo.components.games import FrozenLake, Snake
     from msgrpo.evaluation import build_panel, summarize
-    from msgrpo.reference import FrozenLakeOptimal, RandomPolicy, SnakeGreedy, play_reference
+    from msgrpo.reference import play_reference
 
-    policies = {"random": RandomPolicy()}
-    if isinstance(game, FrozenLake):
-        policies["optimal"] = FrozenLakeOptimal()
-    elif isinstance(game, Snake):
-        policies["greedy"] = SnakeGreedy()
     panel = build_panel(game, episodes=episodes or 50)
-    return {name: {s.name: summarize(play_reference(policy, s)) for s in panel} for name, policy in policies.items()}
+    return {
+        name: {s.name: summarize(play_reference(policy, s)) for s in panel}
+        for name, policy in game.reference_policies().items()
+    }
 
 
 def write_report(summary: dict, out: Path, references: dict | None = None, title: str = "") -> list[Path]:

@@ -78,6 +78,7 @@ def play(
     fixed_steps: bool = False,
     timing: RolloutTiming | None = None,
     env_step_timeout_s: float | None = None,
+    observe: Callable[[int, Episode, object], None] | None = None,
 ) -> list[Episode]:
     """Play ``len(group_seeds) x group_size`` episodes in lockstep.
 
@@ -98,6 +99,8 @@ def play(
         timing: Filled with where the time went, when given.
         env_step_timeout_s: An env step (or reset) taking longer raises :class:`EnvTimeout`, handled like
             any env error, so one stuck env never hangs the run (Unix main thread only).
+        observe: Called as ``observe(index, episode, env)`` at every state an episode passes through
+            (after the reset and after each step), e.g. to draw replay frames.
 
     Returns:
         Episodes ordered group by group: index ``g * group_size + i``.
@@ -118,6 +121,9 @@ def play(
             envs.append(env)
             episodes.append(episode)
     live = [i for i, e in enumerate(episodes) if e.error is None]
+    if observe is not None:
+        for i in live:
+            observe(i, episodes[i], envs[i])
     while live:
         observations = [game.render(envs[i]) for i in live]
         messages = [game.chat(obs) for obs in observations]
@@ -151,6 +157,8 @@ def play(
                 )
             )
             episode.terminated, episode.truncated = result.terminated, result.truncated
+            if observe is not None:
+                observe(i, episode, envs[i])
             if episode.done:
                 episode.success = game.is_success(result.reward, result.terminated, result.truncated, result.info)
             else:

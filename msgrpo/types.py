@@ -171,6 +171,48 @@ class MicroBatch:
 
 
 @dataclass
+class RolloutStats:
+    """What one iteration's rollout played, for the ``rollout/*`` and ``perf/rollout*`` metrics.
+
+    Attributes:
+        returns: ``[E]`` episode returns.
+        success: ``[E]`` 1.0 for a success.
+        length: ``[E]`` steps taken.
+        invalid: ``[E]`` steps whose completion named no valid action.
+        error: ``[E]`` 1.0 when the environment raised.
+        distinct: Share of distinct completion texts among all steps.
+        rollout_s: Wall seconds of the rollout (reference scoring included).
+        forward_s: Seconds inside model forward passes.
+        generated_tokens: Completion tokens generated.
+    """
+
+    returns: torch.Tensor
+    success: torch.Tensor
+    length: torch.Tensor
+    invalid: torch.Tensor
+    error: torch.Tensor
+    distinct: float
+    rollout_s: float
+    forward_s: float
+    generated_tokens: int
+
+    @classmethod
+    def of(cls, episodes: list[Episode], rollout_s: float, forward_s: float, generated_tokens: int) -> RolloutStats:
+        texts = [s.text for e in episodes for s in e.steps]
+        return cls(
+            returns=torch.tensor([e.total_reward for e in episodes]),
+            success=torch.tensor([float(e.success) for e in episodes]),
+            length=torch.tensor([float(e.length) for e in episodes]),
+            invalid=torch.tensor([float(e.invalid_steps) for e in episodes]),
+            error=torch.tensor([float(e.error is not None) for e in episodes]),
+            distinct=len(set(texts)) / max(len(texts), 1),
+            rollout_s=rollout_s,
+            forward_s=forward_s,
+            generated_tokens=generated_tokens,
+        )
+
+
+@dataclass
 class MiniBatch:
     """The unit of one optimizer step: micro-batches whose gradients are accumulated.
 
@@ -185,4 +227,4 @@ class MiniBatch:
     micro_batches: list[MicroBatch]
     num_tokens: int
     num_sequences: int
-    rollout_stats: dict[str, torch.Tensor] | None = None
+    rollout_stats: RolloutStats | None = None

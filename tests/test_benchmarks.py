@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fast_fit import SMALL_ROLLOUT
 
 from msgrpo.components.games import FrozenLake
 
@@ -114,7 +115,7 @@ def test_learning_snake_benchmark_reports_every_policy(tmp_path, capsys, monkeyp
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
     monkeypatch.setenv("MSGRPO_THREADS", str(torch.get_num_threads()))
     argv = ["--max-iterations", "1", "--episodes", "2", "--out", str(tmp_path), "--"]
-    small = ["--data.num_groups=2", "--data.group_size=2", "--data.sampler.init_args.num_episodes=2"]
+    small = SMALL_ROLLOUT
     result = load("learning_snake").main([*argv, *small])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
     assert result["iterations"] == 1 and result["eval_episodes"] == 2
@@ -130,3 +131,24 @@ def test_learning_snake_benchmark_reports_every_policy(tmp_path, capsys, monkeyp
         mean["trained_sampled"]["return_mean"] > mean["random"]["return_mean"]
     )
     assert mean["greedy"]["death_rate"] <= mean["random"]["death_rate"]  # the scripted player survives more
+    assert set(result["margin_se"]) == {"default-8", "long-20", "poison", "two-opponents"}
+    assert result["min_margin_se"] == min(result["margin_se"].values())
+    assert result["met_target"] == (result["min_margin_se"] >= 3.0)
+
+
+def test_learning_benchmarks_run_each_seed_in_its_own_process_and_aggregate(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setenv("MSGRPO_THREADS", "1")
+    small = SMALL_ROLLOUT
+    argv = ["--max-iterations", "1", "--episodes", "2", "--seeds", "3", "4", "--parallel", "2"]
+    result = load("learning_frozen_lake").main([*argv, "--out", str(tmp_path), "--", *small])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
+    assert result["seeds"] == [3, 4] and result["n"] == 2 and set(result["per_seed"]) == {"3", "4"}
+    for seed, run_result in result["per_seed"].items():
+        assert run_result["seed"] == int(seed) and run_result["iterations"] == 1 and run_result["threads"] == 1
+        assert run_result["met_target"] == (
+            run_result["final_success_rate"] >= 0.95 and run_result["final_success_rate_sampled"] >= 0.95
+        )
+        assert (tmp_path / f"seed_{seed}.log").is_file() and (tmp_path / f"seed_{seed}").is_dir()
+    assert result["met_target"] == sum(r["met_target"] for r in result["per_seed"].values())
+    assert result["summary"]["iterations"]["mean"] == 1.0

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from fast_fit import FAST_FIT
+from fast_fit import FAST_FIT, run_dir
 
 from msgrpo.recipes import frozen_lake, snake
 
@@ -71,8 +71,7 @@ def _fit(root, *extra: str):
             "fit",
             *FAST_FIT,
             "--trainer.max_epochs=2",
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}",
+            *run_dir(root),
             "--data.game.init_args.map_name=null",
             *extra,
         ]

@@ -31,7 +31,7 @@ def test_iteration_builds_minibatches_with_stats(tiny_policy_factory):
     batches = data.make_iteration(_module(policy), iteration=0)
     assert len(batches) == 4  # num_minibatches x update_epochs
     assert batches[0].rollout_stats is not None and all(b.rollout_stats is None for b in batches[1:])
-    assert batches[0].rollout_stats["return"].shape == (6,)
+    assert batches[0].rollout_stats.returns.shape == (6,)
     trained_steps = sum(b.num_sequences for b in batches[:2])
     chosen_steps = sum(b.num_sequences for b in batches[2:])
     assert trained_steps == chosen_steps > 0

@@ -6,26 +6,25 @@ import json
 
 import pytest
 import torch
-from fast_fit import FAST_FIT
+from fast_fit import FAST_FIT, run_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from msgrpo import export
+from msgrpo.decoding import left_pad
 from msgrpo.recipes import frozen_lake
 
 FAST = [*FAST_FIT, "--trainer.max_epochs=2"]
 
 
 def _train(root, *extra):
-    cli = frozen_lake.main(
-        ["fit", *FAST, f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}", *extra]
-    )
+    cli = frozen_lake.main(["fit", *FAST, *run_dir(root), *extra])
     (config,) = list(root.rglob("config.yaml"))
     return cli, root / "checkpoints" / "last.ckpt", config
 
 
 def _inputs(policy):
     prompts = policy.encode([[{"role": "user", "content": "Where next?"}], [{"role": "user", "content": "Go"}]])
-    ids, mask = policy._left_pad(prompts)
+    ids, mask = left_pad(prompts, policy.tokenizer.pad_token_id)
     return prompts, ids, mask
 
 
@@ -57,7 +56,7 @@ def test_export_round_trip_logits(tmp_path, lora):
     assert tokenizer(text + policy.response_prefix, add_special_tokens=False)["input_ids"] == prompts[0].tolist()
     settings = json.loads((out / export.POLICY_FILE).read_text())
     assert settings["response_prefix"] == "<action>" and settings["lora"] == ("merged" if lora else None)
-    assert settings["allowed_tokens"] is None
+    assert settings["allowed_tokens"] == ["left", "down", "right", "up"]  # the recipe's constrained answer
 
 
 def test_export_lora_adapter_only(tmp_path):

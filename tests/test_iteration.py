@@ -1,5 +1,6 @@
 """One iteration's data (``msgrpo.iteration``): errored episodes, step-level credit and the sampler."""
 
+import pytest
 import torch
 
 from msgrpo.components.credit import DiscountedReturn, EpisodeReturn, StepReward
@@ -66,3 +67,16 @@ def test_discounted_return_credit_reaches_the_sampler():
     episodes = [_episode(0, [1.0, 0.0, 0.0]), _episode(0, [0.0, 0.0, 1.0]), _episode(1, [0.0]), _episode(1, [0.0])]
     data = _build(episodes, DiscountedReturn(gamma=0.5), AbsoluteAdvantageWeighted(num_episodes=2))
     assert sorted(data.chosen.tolist()) == [0, 1]
+
+
+def test_importance_weights_scale_the_drawn_episodes_advantages():
+    # one group, returns [1, 0, 0, 0, 0, 0]: mean 1/6, std sqrt(5)/6, so A = 2.236 for the success and
+    # -0.447 for each failure. 3 drawn by |A|: the success's share 3 * 2.236 / 4.472 = 1.5 is capped at 1,
+    # the other 2 go to the failures, 0.4 each. 1 / pi = [1, 2.5, 2.5], normalised to mean 1: [0.5, 1.25,
+    # 1.25]; trained advantages [1.118, -0.559, -0.559], which sum to 0 like the whole group's.
+    episodes = [_episode(0, [1.0])] + [_episode(0, [0.0], prompt=i + 1) for i in range(5)]
+    for seed in range(5):
+        data = _build(episodes, EpisodeReturn(), AbsoluteAdvantageWeighted(num_episodes=3, reweight=True), seed=seed)
+        assert len(data.chosen) == 3 and 0 in data.chosen.tolist()
+        trained = sorted(float(a) for b in data.batches for m in b.micro_batches for a in m.advantages)
+        assert trained == pytest.approx([-0.5590, -0.5590, 1.1180], abs=1e-4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fast_fit import FAST_FIT
+from fast_fit import FAST_FIT, run_dir
 
 from msgrpo.recipes import frozen_lake
 
@@ -17,8 +17,7 @@ def _fit(root, epochs: int, *extra: str):
             "fit",
             *FAST,
             f"--trainer.max_epochs={epochs}",
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}",
+            *run_dir(root),
             *extra,
         ]
     )

@@ -44,6 +44,14 @@ class EpisodeSampler(ABC):
             errored, give a smaller sample, not an error).
         """
 
+    def importance_weights(self, abs_advantages: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor | None:
+        """A factor for the advantages of each drawn episode (``[K]``), or None (all 1: the default).
+
+        A sampler that draws by ``|A|`` can return ``1 / inclusion probability`` (normalised to mean 1) so
+        that the update on the drawn episodes is an unbiased estimate of the update on all of them.
+        """
+        return None
+
     def validate(self, num_episodes: int) -> None:
         """Raise :class:`~msgrpo.errors.ConfigError` when this sampler cannot work on ``num_episodes``
         episodes per rollout (checked once, when the data module is built)."""
@@ -193,11 +201,23 @@ class AbsoluteAdvantageWeighted(EpisodeSampler):
     else: zero-advantage filler would only dilute the token mean of the loss. When every ``|A|`` is 0 the
     draw is uniform (``num_episodes`` of them, without replacement except under ``"replacement"``).
 
+    Drawing by ``|A|`` is not neutral: the drawn episodes over-represent the large-``|A|`` ones, so their
+    summed advantage is no longer 0 within a group. In a group where 7 of 8 episodes succeed, the one
+    failure (``A = -2.47``) is always drawn and the successes (``A = +0.35``) only some of the time, so
+    the moves all episodes share (the correct early moves) are pushed down; on a nearly solved task
+    this can undo the policy. ``reweight`` removes the bias: each drawn episode's advantages are
+    multiplied by ``1 / pi_i`` (its inclusion probability; ``1 / p_i`` per draw with replacement),
+    normalised to mean 1 over the draw (the Horvitz-Thompson estimator of training on every episode).
+    Uncapped, ``A_i / pi_i`` is the same magnitude for every drawn episode: the draw decides *which*
+    episodes are trained on, the weights keep their update balanced.
+
     Args:
         num_episodes: How many to draw (``>= 1``; at most the episodes per rollout without replacement).
         scheme: ``"proportional"``, ``"successive"`` or ``"replacement"`` (see above).
         fill: Without replacement, top up with uniformly drawn zero-advantage episodes when fewer than
             ``num_episodes`` have ``|A| > 0``.
+        reweight: Multiply each drawn episode's advantages by its importance weight (see above); not
+            available with ``"successive"``, whose inclusion probabilities have no closed form.
     """
 
     SCHEMES = ("proportional", "successive", "replacement")
@@ -207,13 +227,21 @@ class AbsoluteAdvantageWeighted(EpisodeSampler):
         num_episodes: int = 32,
         scheme: Literal["proportional", "successive", "replacement"] = "proportional",
         fill: bool = False,
+        reweight: bool = False,
     ) -> None:
         _check_positive_int(type(self).__name__, "num_episodes", num_episodes)
         if scheme not in self.SCHEMES:
             raise ConfigError(f"scheme must be one of {list(self.SCHEMES)}", setting="scheme", value=scheme)
+        if reweight and scheme == "successive":
+            raise ConfigError(
+                "reweight needs scheme 'proportional' or 'replacement' (successive draws have no closed-form "
+                "inclusion probabilities)",
+                setting="reweight",
+            )
         self.num_episodes = num_episodes
         self.scheme = scheme
         self.fill = fill
+        self.reweight = reweight
 
     @property
     def replacement(self) -> bool:
@@ -250,6 +278,20 @@ class AbsoluteAdvantageWeighted(EpisodeSampler):
         if self.scheme == "successive":
             return torch.multinomial(weights, k, False, generator=generator)
         return systematic_sample(inclusion_probabilities(weights, k), generator)
+
+    def importance_weights(self, abs_advantages, chosen):
+        if not self.reweight:
+            return None
+        weights = _abs_weights(type(self).__name__, abs_advantages)
+        k, m = self.num_episodes, int((weights > 0).sum())
+        if m == 0 or (not self.replacement and m <= k):  # uniform, or every informative episode: pi = 1
+            return None
+        if self.replacement:
+            p = weights / weights.sum()  # per draw
+        else:
+            p = inclusion_probabilities(weights, k)
+        inverse = 1.0 / p[chosen]  # drawn episodes have p > 0
+        return (inverse / inverse.mean()).to(torch.float32)
 
 
 class TopAbsAdvantage(EpisodeSampler):

@@ -314,3 +314,38 @@ def test_mismatched_input_shapes_are_errors():
     adv, rets, groups = inputs([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="must all have shape"):
         AbsoluteAdvantageWeighted(num_episodes=1).sample(adv, rets[:2], groups, gen())
+
+
+def test_abs_adv_importance_weights_by_hand():
+    # 2 of |A| = [1, 2, 3, 4, 0]: pi = [0.2, 0.4, 0.6, 0.8, 0]; drawn [0, 3] -> 1 / pi = [5, 1.25],
+    # normalised to mean 1: [1.6, 0.4]
+    s = AbsoluteAdvantageWeighted(num_episodes=2, reweight=True)
+    adv = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0])
+    w = s.importance_weights(adv, torch.tensor([0, 3]))
+    assert torch.allclose(w, torch.tensor([1.6, 0.4]))
+    # with replacement: 1 / p per draw, p = |A| / 10 -> draws [3, 3, 1] -> [2.5, 2.5, 5] / (10/3)
+    r = AbsoluteAdvantageWeighted(num_episodes=3, scheme="replacement", reweight=True)
+    assert torch.allclose(r.importance_weights(adv, torch.tensor([3, 3, 1])), torch.tensor([0.75, 0.75, 1.5]))
+    # off by default, and 1 when every informative episode is drawn anyway
+    assert AbsoluteAdvantageWeighted(num_episodes=2).importance_weights(adv, torch.tensor([0, 3])) is None
+    assert AbsoluteAdvantageWeighted(num_episodes=4, reweight=True).importance_weights(adv, torch.arange(4)) is None
+    with pytest.raises(ConfigError, match="reweight needs scheme"):
+        AbsoluteAdvantageWeighted(scheme="successive", reweight=True)
+
+
+def test_reweighting_removes_the_bias_toward_large_abs_advantage():
+    # a nearly solved group: 7 successes (A = +0.35) and one failure (A = -2.47); 4 of 8 drawn. The full
+    # batch's advantages sum to 0 (the moves every episode shares get no push). Drawn by |A| alone, the
+    # failure is always in and the draw's sum is about -1.8: the shared moves are pushed down. The
+    # Horvitz-Thompson sum (each drawn A_i / pi_i) is 0 in expectation.
+    signed = torch.tensor([0.35] * 7 + [-2.45])
+    pi = inclusion_probabilities(signed.abs(), 4)
+    assert pi[7] == 1.0
+    s = AbsoluteAdvantageWeighted(num_episodes=4, reweight=True)
+    plain, corrected = 0.0, 0.0
+    for seed in range(4000):
+        chosen = s.sample(signed.abs(), signed, torch.zeros(8, dtype=torch.long), gen(seed))
+        plain += float(signed[chosen].sum())
+        corrected += float((signed[chosen] / pi[chosen]).sum())
+    assert plain / 4000 == pytest.approx(0.35 * 3 - 2.45, abs=0.01)  # three successes and the failure
+    assert corrected / 4000 == pytest.approx(0.0, abs=0.05)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fast_fit import QUIET, SMALL_ROLLOUT, run_dir
+
 WORKER = Path(__file__).with_name("run_fit.py")
 TIMEOUT_S = 150
 
@@ -16,18 +18,17 @@ TIMEOUT_S = 150
 FAST = [
     "--trainer.max_epochs=2",
     "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
+    *QUIET,
     "--trainer.check_val_every_n_epoch=2",
-    "--data.num_groups=2",
-    "--data.group_size=2",
-    "--data.sampler.init_args.num_episodes=2",
+    *SMALL_ROLLOUT,
     "--data.eval_episodes=5",
     "--data.eval_scenarios=[train]",
     # invalid answers (the untrained tiny model) play random moves drawn from the env's seeded RNG, on a
     # random map per group (the recipe's default is the classic map): returns and evaluation results
     # are not all alike
     "--data.game.init_args.fallback=random",
+    # unconstrained answers: the format penalty gives every iteration a learning signal (see fast_fit.py)
+    "--model.policy.init_args.allowed_tokens=null",
     "--data.game.init_args.map_name=null",
     # parameters move only through gradients (no weight decay): "changed" means "learned"
     "--model.optimizer.init_args.weight_decay=0",
@@ -66,12 +67,7 @@ def free_port() -> int:
 
 
 def fast_args(root: Path, *extra: str) -> list[str]:
-    return [
-        *FAST,
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        *extra,
-    ]
+    return [*FAST, *run_dir(root), *extra]
 
 
 def read_ranks(out: Path, world: int) -> list[dict]:

@@ -5,27 +5,17 @@ from importlib import resources
 
 import pytest
 import torch
+from fast_fit import QUIET, SMALL_ROLLOUT, run_dir
 
 from msgrpo.models import TinySettings
 from msgrpo.policy import LanguagePolicy
 from msgrpo.recipes import frozen_lake
 
-FAST = [
-    "--trainer.max_epochs=2",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--data.num_groups=2",
-    "--data.group_size=2",
-    "--data.sampler.init_args.num_episodes=2",
-    "--data.eval_episodes=2",
-]
+FAST = ["--trainer.max_epochs=2", *QUIET, *SMALL_ROLLOUT, "--data.eval_episodes=2"]
 
 
 def _fast(tmp_path):
-    return FAST + [
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-    ]
+    return FAST + run_dir(tmp_path)
 
 
 def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):

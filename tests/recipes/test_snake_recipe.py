@@ -5,14 +5,13 @@ import subprocess
 import sys
 
 import yaml
+from fast_fit import SMALL_ROLLOUT
 
 SMALL = [
     "--trainer.max_epochs=2",
     "--trainer.check_val_every_n_epoch=2",
     "--trainer.accelerator=cpu",
-    "--data.num_groups=2",
-    "--data.group_size=2",
-    "--data.sampler.init_args.num_episodes=2",
+    *SMALL_ROLLOUT,
     "--data.eval_episodes=2",
 ]
 

@@ -5,6 +5,7 @@ Their gymnasium envs are registered by ``import msgrpo`` (``gym.make("msgrpo/Sna
 """
 
 from msgrpo.components.games.frozen_lake import FrozenLake, RandomMapFrozenLake
+from msgrpo.components.games.gymnasium_game import GymnasiumGame
 from msgrpo.components.games.snake import Snake, SnakeEnv, greedy_action, safe_moves
 
-__all__ = ["FrozenLake", "RandomMapFrozenLake", "Snake", "SnakeEnv", "greedy_action", "safe_moves"]
+__all__ = ["FrozenLake", "GymnasiumGame", "RandomMapFrozenLake", "Snake", "SnakeEnv", "greedy_action", "safe_moves"]

@@ -154,6 +154,27 @@ class FrozenLake(TextGame):
             f"Grid:\n{grid_to_text(grid)}"
         )
 
+    def reference_policies(self) -> dict:
+        """A random player and the optimal one (exact value iteration on the map's MDP)."""
+        from msgrpo.reference import FrozenLakeOptimal
+
+        return {**super().reference_policies(), "optimal": FrozenLakeOptimal()}
+
+    def frame(self, env: gym.Env):
+        """The map: ice, holes, the goal and the player."""
+        from msgrpo.frames import grid_image
+
+        lake: RandomMapFrozenLake = env.unwrapped  # type: ignore[assignment]
+        cells = [[c.decode() for c in row] for row in lake.desc]
+        row, col = lake.position
+        cells[row][col] = "P"
+        colours = {"S": "#dff3ff", "F": "#dff3ff", "H": "#1f3b73", "G": "#f2c230", "P": "#d33c3c"}
+        return grid_image(cells, colours, caption=f"step {lake.steps}")
+
+    def default_scenarios(self) -> list[str]:
+        """The training setting and the paper's non-slippery random-map panel."""
+        return ["train", "nonslip-4x4"]
+
     def scenarios(self) -> dict[str, TextGame]:
         """``train`` (this game as configured) plus the paper's panels."""
         return {

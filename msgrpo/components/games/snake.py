@@ -417,6 +417,36 @@ class Snake(TextGame):
         """The learner is alive when the episode ends (survived the round limit or won)."""
         return bool((terminated or truncated) and info.get("alive", False))
 
+    def reference_policies(self) -> dict:
+        """A random player and the scripted greedy one (shortest safe path to the nearest apple)."""
+        from msgrpo.reference import SnakeGreedy
+
+        return {**super().reference_policies(), "greedy": SnakeGreedy()}
+
+    def frame(self, env: gym.Env):
+        """The board: apples, poison, your snake (green) and the opponents (blue; heads darker)."""
+        from msgrpo.frames import grid_image
+
+        game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
+        cells = [["." for _ in range(game.width)] for _ in range(game.height)]
+        for x, y in game.apples:
+            cells[y][x] = "A"
+        for x, y in game.poison:
+            cells[y][x] = "X"
+        for i, body in enumerate(game.snakes):
+            if game.alive[i]:
+                for x, y in body[1:]:
+                    cells[y][x] = "y" if i == 0 else "o"
+                cells[body[0][1]][body[0][0]] = "Y" if i == 0 else "O"
+        colours = {".": "white", "A": "#d33c3c", "X": "#8e44ad", "Y": "#1e7d32", "y": "#66bb6a", "O": "#1f4e9c",
+                   "o": "#7fa7e0"}  # fmt: skip
+        state = "" if game.alive[0] else ", you died"
+        return grid_image(cells[::-1], colours, caption=f"round {game.round}, score {game.scores[0]}{state}")
+
+    def default_scenarios(self) -> list[str]:
+        """The four evaluation panels (``train`` is one of them in the recipe's settings)."""
+        return ["default-8", "long-20", "poison", "two-opponents"]
+
     def scenarios(self) -> dict[str, TextGame]:
         """``train`` (this game as configured) plus the evaluation panels.
 

@@ -1,0 +1,32 @@
+"""Loading (``msgrpo.loading``): single-token checks, EOS ids, the cache keyword, the reference copy."""
+
+import pytest
+import torch
+
+from msgrpo.errors import ConfigError
+from msgrpo.loading import cache_argument, eos_ids, frozen_copy, single_token_ids
+
+
+def test_single_token_ids(tiny_policy):
+    tok = tiny_policy.tokenizer
+    ids = single_token_ids(tok, ["up", "down", "up"])
+    assert ids == sorted(
+        {tok.encode("up", add_special_tokens=False)[0], tok.encode("down", add_special_tokens=False)[0]}
+    )
+    with pytest.raises(ConfigError, match="exactly one token"):
+        single_token_ids(tok, ["go north"])
+    with pytest.raises(ConfigError, match="empty"):
+        single_token_ids(tok, [])
+
+
+def test_eos_and_cache_argument(tiny_policy):
+    assert tiny_policy.tokenizer.eos_token_id in eos_ids(tiny_policy.tokenizer, tiny_policy.model)
+    assert cache_argument(tiny_policy.model) in ("cache", "past_key_values")
+
+
+def test_frozen_copy_is_detached_and_frozen(tiny_policy):
+    ref = frozen_copy(tiny_policy.model)
+    assert not ref.training and not any(p.requires_grad for p in ref.parameters())
+    with torch.no_grad():
+        next(tiny_policy.model.parameters()).add_(1.0)
+    assert not torch.equal(next(ref.parameters()), next(tiny_policy.model.parameters()))

@@ -1,0 +1,70 @@
+"""MSGRPOModule without a Trainer: construction, checkpoint contents, evaluation."""
+
+import pytest
+import torch
+
+from msgrpo.components.games import FrozenLake
+from msgrpo.errors import ConfigError
+from msgrpo.evaluation import build_panel
+from msgrpo.loss import MSGRPOLoss
+from msgrpo.module import CHECKPOINT_KEY, MSGRPOModule
+from msgrpo.policy import LoraSettings
+
+
+def test_the_kl_reference_is_copied_at_construction(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=1)
+    assert policy.reference is None
+    module = MSGRPOModule(policy, MSGRPOLoss(kl_coef=0.1))
+    assert module.needs_reference and policy.reference is not None
+    assert not MSGRPOModule(tiny_policy_factory(max_new_tokens=1)).needs_reference
+    # LoRA: the adapter-disabled base is the reference, nothing is copied
+    lora = tiny_policy_factory(max_new_tokens=1, lora=LoraSettings(r=2))
+    MSGRPOModule(lora, MSGRPOLoss(kl_coef=0.1))
+    assert lora.reference is None
+
+
+def test_fixed_generation_steps_is_the_policys_lockstep(tiny_policy):
+    module = MSGRPOModule(tiny_policy)
+    assert module.fixed_generation_steps is False
+    tiny_policy.lockstep = True
+    assert module.fixed_generation_steps is True
+
+
+def test_checkpoint_round_trip_keeps_counters_history_and_only_the_adapter(tiny_policy_factory):
+    module = MSGRPOModule(tiny_policy_factory(max_new_tokens=1, lora=LoraSettings(r=2)))
+    module.guard.bad, module.guard.skipped, module.rollbacks = 1, 2, 3
+    module.history = [{"iteration": 0.0, "rollout/return_mean": 0.5}]
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    policy_keys = [k for k in checkpoint["state_dict"] if k.startswith("policy.")]
+    assert policy_keys and all("lora_" in k for k in policy_keys)
+    assert checkpoint[CHECKPOINT_KEY]["adapter_only"]
+    fresh = MSGRPOModule(tiny_policy_factory(max_new_tokens=1, lora=LoraSettings(r=2)))
+    fresh.on_load_checkpoint(checkpoint)
+    assert (fresh.guard.bad, fresh.guard.skipped, fresh.rollbacks) == (1, 2, 3)
+    assert fresh.history == module.history
+    fresh.load_state_dict(checkpoint["state_dict"])  # the frozen base was filled back in
+    # an adapter of another rank does not fit: one clear error
+    other = MSGRPOModule(tiny_policy_factory(max_new_tokens=1, lora=LoraSettings(r=2, target_modules=["q_proj"])))
+    bad = {"state_dict": dict(other.state_dict())}
+    other.on_save_checkpoint(bad)
+    with pytest.raises(ConfigError, match="LoRA adapter lacks"):
+        fresh.on_load_checkpoint(bad)
+
+
+def test_evaluate_plays_the_panel_without_a_trainer(tiny_policy_factory):
+    policy = tiny_policy_factory(
+        max_new_tokens=1, response_prefix="<action>", allowed_tokens=["left", "down", "right", "up"]
+    )
+    module = MSGRPOModule(policy)
+    (scenario,) = build_panel(FrozenLake(), ["train"], episodes=4)
+    result = module.evaluate(scenario)
+    assert result["episodes"] == 4.0 and result["invalid_action_rate"] == 0.0
+    assert module.evaluate(scenario) == result  # greedy and seeded: the same every time
+
+
+def test_bad_module_settings(tiny_policy):
+    for kwargs, needle in (({"rollback_kl": 0}, "rollback_kl"), ({"rollback_retries": -1}, "rollback_retries")):
+        with pytest.raises(ConfigError, match=needle):
+            MSGRPOModule(tiny_policy, **kwargs)
+    assert torch.is_tensor(next(MSGRPOModule(tiny_policy).parameters()))

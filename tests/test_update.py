@@ -1,0 +1,110 @@
+"""The update's named parts (``msgrpo.update``), each without a Trainer."""
+
+import pytest
+import torch
+from test_grad_accumulation import _samples
+
+from msgrpo.batching import minibatches
+from msgrpo.loss import MSGRPOLoss
+from msgrpo.types import MicroBatch, MiniBatch
+from msgrpo.update import (
+    Snapshot,
+    TrustRegion,
+    UpdateStats,
+    accumulate,
+    approx_kl_of,
+    data_parallel_normalisers,
+    grads_finite,
+    has_signal,
+)
+
+
+def _mini(policy, n=6, budget_rows=2):
+    samples = _samples(policy, n)
+    budget = budget_rows * max(s.num_tokens for s in samples)
+    return minibatches(samples, 1, budget, policy.tokenizer.pad_token_id, torch.Generator().manual_seed(0))[0]
+
+
+def test_data_parallel_normalisers_by_hand():
+    batch = MiniBatch([], num_tokens=30, num_sequences=5)
+    assert data_parallel_normalisers(batch, 1, lambda t: t) == (30.0, 5.0)
+    # 2 ranks: rank 0 holds 30 tokens / 5 samples, rank 1 (the reduce adds its) 10 / 3: (40 / 2, 8 / 2)
+    assert data_parallel_normalisers(batch, 2, lambda t: t + torch.tensor([10.0, 3.0], dtype=t.dtype)) == (20.0, 4.0)
+
+
+def test_has_signal():
+    zero = MicroBatch.blank(0)
+    real = MicroBatch(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long), torch.ones(1, 1),
+                      torch.zeros(1, 1), torch.tensor([0.5]))  # fmt: skip
+    assert not has_signal(MiniBatch([zero], 0, 0), MSGRPOLoss())
+    assert has_signal(MiniBatch([zero, real], 1, 1), MSGRPOLoss())
+    real.advantages.zero_()
+    assert not has_signal(MiniBatch([real], 1, 1), MSGRPOLoss())
+    assert has_signal(MiniBatch([real], 1, 1), MSGRPOLoss(entropy_coef=0.1))  # the entropy term has a gradient
+    assert has_signal(MiniBatch([real], 1, 1), MSGRPOLoss(kl_coef=0.1))
+
+
+def test_accumulate_sums_every_micro_batch_and_its_stats(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=4)
+    mini = _mini(policy)
+    assert len(mini.micro_batches) >= 2
+    calls = []
+    stats = accumulate(
+        policy, MSGRPOLoss(), mini, (mini.num_tokens, mini.num_sequences), lambda loss: calls.append(loss)
+    )
+    assert len(calls) == len(mini.micro_batches) and stats.finite
+    assert stats.tokens == mini.num_tokens
+    assert stats.loss == pytest.approx(sum(float(c) for c in calls), abs=1e-6)
+    metrics = stats.metrics()
+    assert set(metrics) >= {"loss/total", "loss/policy", "loss/approx_kl", "loss/ratio_mean", "loss/entropy"}
+    assert metrics["loss/entropy"] > 0
+
+
+def test_update_stats_token_means_by_hand():
+    stats = UpdateStats(tokens=4, kl=2.0, ratio=4.4)
+    assert stats.mean("kl") == 0.5 and stats.mean("ratio") == pytest.approx(1.1)
+    assert UpdateStats().mean("kl") == 0.0  # no token: no division by zero
+
+
+def test_grads_finite(tiny_policy):
+    assert grads_finite(tiny_policy)  # no gradient at all
+    p = next(tiny_policy.parameters())
+    p.grad = torch.zeros_like(p)
+    assert grads_finite(tiny_policy)
+    p.grad[0] = float("nan")
+    assert not grads_finite(tiny_policy)
+
+
+def test_snapshot_restores_parameters_and_optimizer_state(tiny_policy):
+    opt = torch.optim.AdamW(tiny_policy.parameters(), lr=0.1)
+    for p in tiny_policy.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # some optimizer state
+    snapshot = Snapshot.take(tiny_policy, opt)
+    before = [p.detach().clone() for p in tiny_policy.parameters()]
+    moments = [opt.state[p]["exp_avg"].clone() for p in tiny_policy.parameters()]
+    opt.step()
+    opt.step()
+    snapshot.restore()
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_policy.parameters()))
+    assert all(torch.equal(m, opt.state[p]["exp_avg"]) for m, p in zip(moments, tiny_policy.parameters()))
+    opt.step()  # restoring twice from the same snapshot gives the same state (the step does not mutate it)
+    snapshot.restore()
+    assert all(torch.equal(m, opt.state[p]["exp_avg"]) for m, p in zip(moments, tiny_policy.parameters()))
+
+
+def test_trust_region_retries_smaller_and_never_lands_outside(tiny_policy_factory):
+    policy = tiny_policy_factory(max_new_tokens=4)
+    mini = _mini(policy)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=3e-3)
+    accumulate(policy, MSGRPOLoss(), mini, (mini.num_tokens, mini.num_sequences), lambda loss: loss.backward())
+    # the recorded samples are off-policy by construction (old log-probs perturbed): measure the KL the
+    # step adds on top of where the policy starts
+    start = approx_kl_of(policy, mini)
+    landed, undone = TrustRegion(max_kl=start + 0.01, retries=6).step(opt, policy, lambda: approx_kl_of(policy, mini))
+    assert landed and approx_kl_of(policy, mini) <= start + 0.01
+    assert opt.param_groups[0]["lr"] == 3e-3  # the learning rate is back to its own value
+    before = [p.detach().clone() for p in policy.parameters()]
+    landed, undone = TrustRegion(max_kl=start * 1e-3, retries=2).step(opt, policy, lambda: approx_kl_of(policy, mini))
+    assert not landed and undone == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
