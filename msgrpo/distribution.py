@@ -4,7 +4,9 @@ A completion token is drawn from ``softmax(truncate(restrict(logits) / temperatu
 
 * ``restrict``: tokens outside ``allowed_ids`` (constrained decoding) get ``-inf``;
 * ``/ temperature``;
-* ``truncate``: top-k, then nucleus (top-p) truncation, ``-inf`` outside.
+* ``truncate``: top-k, then nucleus (top-p) truncation, ``-inf`` outside;
+* ``floor`` (optional): mixed with the uniform distribution over the allowed tokens,
+  ``(1 - floor) p + floor / n``, so every allowed token keeps at least ``floor / n`` probability.
 
 :meth:`SamplingDistribution.sampling_logprobs` is that distribution (the rollout samples from it and the
 importance ratio is computed under it, so the first update's ratio is exactly 1).
@@ -19,6 +21,7 @@ positions are selected away with ``where``, never multiplied by a mask.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -64,12 +67,15 @@ class SamplingDistribution:
         top_k: Keep the k highest-scoring tokens (0 = off).
         top_p: Nucleus mass (1.0 = off).
         allowed_ids: Token ids every generated token must be one of (None = the whole vocabulary).
+        floor: Exploration floor: the share of probability spread uniformly over ``allowed_ids`` (0 = off;
+            needs ``allowed_ids``).
     """
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     allowed_ids: list[int] | None = None
+    floor: float = 0.0
     _mask: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,22 +85,31 @@ class SamplingDistribution:
             raise ConfigError("top_k must be >= 0 (0 = off)", setting="top_k", value=self.top_k)
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError("top_p must be in (0, 1] (1 = off)", setting="top_p", value=self.top_p)
+        if not 0.0 <= self.floor < 1.0 or (self.floor > 0 and self.allowed_ids is None):
+            raise ConfigError(
+                "exploration_floor must be in [0, 1), and above 0 only with allowed_tokens (it spreads "
+                "probability over them)",
+                setting="exploration_floor",
+                value=self.floor,
+            )
 
     @property
     def truncated(self) -> bool:
         """Whether top-k or top-p truncation is on (then sampling and full log-probs differ)."""
         return self.top_k > 0 or self.top_p < 1.0
 
-    def _restrict(self, scores: torch.Tensor) -> torch.Tensor:
-        """``-inf`` outside ``allowed_ids``. ``[..., V] -> [..., V]``; the mask is built once per vocab/device."""
-        if self.allowed_ids is None:
-            return scores
+    def _disallowed(self, scores: torch.Tensor) -> torch.Tensor:
+        """``[V]`` bool, True outside ``allowed_ids`` (built once per vocabulary size and device)."""
         mask = self._mask
         if mask is None or mask.shape[0] != scores.shape[-1] or mask.device != scores.device:
-            mask = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)  # True: masked out
+            mask = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)
             mask[torch.tensor(self.allowed_ids, device=scores.device)] = False
             self._mask = mask
-        return scores.masked_fill(mask, float("-inf"))
+        return mask
+
+    def _restrict(self, scores: torch.Tensor) -> torch.Tensor:
+        """``-inf`` outside ``allowed_ids``. ``[..., V] -> [..., V]``."""
+        return scores if self.allowed_ids is None else scores.masked_fill(self._disallowed(scores), float("-inf"))
 
     def full_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Allowed tokens and temperature, no truncation (float32). ``[..., V] -> [..., V]``."""
@@ -110,11 +125,19 @@ class SamplingDistribution:
 
     def sampling_logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         """Log-probs of the sampling distribution. ``[..., V] -> [..., V]``."""
-        return self.sampling_scores(logits).log_softmax(-1)
+        return self._floored(self.sampling_scores(logits).log_softmax(-1))
 
     def full_logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         """Log-probs without truncation (the KL penalty's distribution). ``[..., V] -> [..., V]``."""
-        return self.full_scores(logits).log_softmax(-1)
+        return self._floored(self.full_scores(logits).log_softmax(-1))
+
+    def _floored(self, logp: torch.Tensor) -> torch.Tensor:
+        """``log((1 - floor) p + floor / n)`` at the allowed tokens, ``-inf`` elsewhere. ``[..., V] -> [..., V]``."""
+        if not self.floor:
+            return logp
+        uniform = math.log(self.floor / len(self.allowed_ids))  # type: ignore[arg-type]
+        mixed = torch.logaddexp(logp + math.log1p(-self.floor), torch.full_like(logp, uniform))
+        return mixed.masked_fill(self._disallowed(logp), float("-inf"))
 
 
 @dataclass

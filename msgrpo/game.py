@@ -13,6 +13,7 @@ the format penalty, success) is generic and lives here, so a new game is one sma
 
 from __future__ import annotations
 
+import inspect
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ DEFAULT_ANSWER_FORMAT = (
     "Think briefly inside <think>...</think>, then give your move inside <action>...</action>, "
     "for example <action>{example}</action>."
 )
+ANSWER_FORMATS = {
+    "think": DEFAULT_ANSWER_FORMAT,
+    "action": "Give your move inside <action>...</action>, for example <action>{example}</action>.",
+    "none": "",
+}
+"""Named answer-format instructions (``{example}``: the first action name)."""
 
 
 class ActionParser(ABC):
@@ -108,6 +115,9 @@ class TextGame(ABC):
         fallback: What to execute for such text: ``"first"`` (action 0), ``"random"`` (drawn from the
             env's own seeded RNG, so episodes replay), or ``"noop"`` (the game's :attr:`noop_action`).
         parser: How to read the action from text. Defaults to :class:`TagParser`.
+        answer_format: The instruction after every observation: ``"think"`` (think, then the action tag),
+            ``"action"`` (the action tag only: fewer prompt tokens when the answer is one constrained
+            token), ``"none"``, or any text (``{example}`` becomes the first action name).
     """
 
     #: Names of the actions; index = action id of the ``Discrete`` action space.
@@ -124,6 +134,7 @@ class TextGame(ABC):
         format_penalty: float = 0.1,
         fallback: Literal["first", "random", "noop"] = "first",
         parser: ActionParser | None = None,
+        answer_format: str = "think",
     ) -> None:
         require(format_penalty >= 0, "format_penalty", ">= 0", format_penalty)
         require(fallback in ("first", "random", "noop"), "fallback", "'first', 'random' or 'noop'", fallback)
@@ -134,6 +145,7 @@ class TextGame(ABC):
             fallback,
         )
         self.format_penalty = format_penalty
+        self.answer_format_name = answer_format
         self.fallback = fallback
         self.parser = parser or TagParser()
 
@@ -186,17 +198,16 @@ class TextGame(ABC):
         Games whose constructor takes ``**settings`` plus ``format_penalty``, ``fallback`` and ``parser``
         (the built-in ones) get this for free by storing their env settings in ``self.settings``.
         """
-        return type(self)(
-            **{**self.settings, **overrides},
-            format_penalty=self.format_penalty,
-            fallback=self.fallback,
-            parser=self.parser,
-        )
+        shared = dict(format_penalty=self.format_penalty, fallback=self.fallback, parser=self.parser)
+        if "answer_format" in inspect.signature(type(self).__init__).parameters:
+            shared["answer_format"] = self.answer_format_name
+        return type(self)(**{**self.settings, **overrides}, **shared)
 
     # ----- generic machinery ---------------------------------------------------------------------
     def answer_format(self) -> str:
         """The answer-format instruction appended to every user message."""
-        return DEFAULT_ANSWER_FORMAT.format(example=self.action_names[0])
+        text = ANSWER_FORMATS.get(self.answer_format_name, self.answer_format_name)
+        return text.replace("{example}", self.action_names[0]) if text else ""
 
     def messages(self, env: gym.Env) -> list[dict[str, str]]:
         """Chat messages for the env's current state (see :meth:`chat`)."""
@@ -206,7 +217,7 @@ class TextGame(ABC):
         """Chat messages for a rendered state: system = rules, user = observation + answer format."""
         return [
             {"role": "system", "content": self.rules()},
-            {"role": "user", "content": f"{observation}\n\n{self.answer_format()}"},
+            {"role": "user", "content": f"{observation}\n\n{fmt}" if (fmt := self.answer_format()) else observation},
         ]
 
     def parse(self, text: str) -> int:

@@ -64,7 +64,7 @@ class IterationSettings:
 
 def run_iteration(
     host: RolloutHost,
-    game: TextGame,
+    game: TextGame | list[TextGame],
     credit_assigner: CreditAssigner,
     sampler: EpisodeSampler,
     settings: IterationSettings,
@@ -76,7 +76,7 @@ def run_iteration(
 
     Args:
         host: The training module.
-        game: The game.
+        game: The game, or one game per group (a mixture of settings).
         credit_assigner: Rewards -> per-step advantages.
         sampler: Which episodes to train on.
         settings: Group size and batching.

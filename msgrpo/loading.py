@@ -34,12 +34,17 @@ class LoraSettings:
             the rollout sampled (any other value would make the first update's importance ratio differ
             from 1), so a non-zero value is refused instead of being silently ignored.
         target_modules: Module names to adapt, or ``"all-linear"``.
+        layers: Indices of the decoder layers to adapt (peft's ``layers_to_transform``; negative counts
+            from the top: ``[-4, -3, -2, -1]`` are the last four); None = every layer. The backward pass
+            stops at the lowest adapted layer, so adapting only the top layers makes the update much
+            cheaper.
     """
 
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
     target_modules: list[str] | str = field(default="all-linear")
+    layers: list[int] | None = None
 
 
 def _is_local(path: str) -> bool:
@@ -112,11 +117,31 @@ def apply_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     """``model`` wrapped with a trainable peft LoRA adapter (the base frozen)."""
     from peft import LoraConfig, get_peft_model
 
+    layers = None
+    if lora.layers is not None:
+        n = int(model.config.num_hidden_layers)
+        layers = sorted({i % n for i in lora.layers})
+        if not lora.layers or any(not -n <= i < n for i in lora.layers):
+            raise ConfigError(
+                f"lora.layers must name decoder layers in [-{n}, {n - 1}] (this model has {n})",
+                setting="lora.layers",
+                value=lora.layers,
+            )
+    targets = lora.target_modules
+    if layers is not None and isinstance(targets, str):  # peft needs names with layers_to_transform
+        targets = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, m in model.named_modules()
+                if isinstance(m, nn.Linear) and ".layers." in name
+            }
+        )
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -250,9 +250,13 @@ class MSGRPOModule(L.LightningModule):
         if self.trust_region is None:
             opt.step()
             return
-        landed, undone = self.trust_region.step(
-            opt, self.policy, lambda: self.sharding.mean(approx_kl_of(self.policy, batch))
-        )
+
+        def measure() -> float:
+            kl = approx_kl_of(self.policy, batch)
+            self.sharding.release(self.policy)  # the step may be undone: no stale gathered parameters
+            return self.sharding.mean(kl)
+
+        landed, undone = self.trust_region.step(opt, self.policy, measure)
         self.rollbacks += undone
         if not landed:  # every try overshot: no step, and none for the rest of the iteration
             self._kl_stopped = 1

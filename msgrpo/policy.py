@@ -71,6 +71,11 @@ class LanguagePolicy(nn.Module):
             much less prefill compute when prompts share a system message or a state). Scoring (the
             training forward and backward passes) likewise runs the common prefix once per micro-batch,
             its gradient gathered from every row.
+        exploration_floor: With ``allowed_tokens``: mix this share of the uniform distribution over them
+            into the policy, ``(1 - floor) p + floor / n``, so no allowed token falls below ``floor / n``
+            (a pretrained model's peaked distribution never meets the rewarding moves otherwise). Part of
+            the policy: sampling and training log-probs alike, so the update stays exactly on-policy;
+            greedy evaluation (the argmax) is unchanged. 0 (default) = off.
 
     Dropout is always off: the model runs in eval mode (deterministic forward passes) in the rollout and
     in the update alike, so the importance ratio of the first update is 1 up to float rounding. Only
@@ -100,9 +105,17 @@ class LanguagePolicy(nn.Module):
         tiny: TinySettings | None = None,
         share_prefill: bool = True,
         allowed_tokens: list[str] | None = None,
+        exploration_floor: float = 0.0,
     ) -> None:
         super().__init__()
         SamplingDistribution(temperature, top_k, top_p)  # validate before the (slow) model load
+        require(0 <= exploration_floor < 1, "exploration_floor", "in [0, 1)", exploration_floor)
+        require(
+            exploration_floor == 0 or allowed_tokens is not None,
+            "exploration_floor",
+            "0 without allowed_tokens (it spreads probability over them)",
+            exploration_floor,
+        )
         require(max_new_tokens >= 1, "max_new_tokens", ">= 1", max_new_tokens)
         require(dtype in ("float32", "bfloat16", "float16"), "dtype", "float32, bfloat16 or float16", dtype)
         if lora is not None:
@@ -131,7 +144,7 @@ class LanguagePolicy(nn.Module):
         prepare_tokenizer(self.tokenizer, model_name_or_path)
         self.allowed_tokens = list(allowed_tokens) if allowed_tokens is not None else None
         self.allowed_ids = None if allowed_tokens is None else single_token_ids(self.tokenizer, self.allowed_tokens)
-        self.distribution = SamplingDistribution(temperature, top_k, top_p, self.allowed_ids)
+        self.distribution = SamplingDistribution(temperature, top_k, top_p, self.allowed_ids, exploration_floor)
         self.eos_ids = eos_ids(self.tokenizer, model)
         self.model = apply_lora(model, lora) if lora is not None else model
         self._cache_arg = cache_argument(self.model)

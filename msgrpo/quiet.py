@@ -16,6 +16,9 @@ _WARNINGS = (
     r"Found \d+ module\(s\) in eval mode at the start of training.*",
     # every rank yields its own mini-batches in the main process: worker processes would only add cost
     r".*does not have many workers.*",
+    # transformers' own deprecations that peft still triggers (not about the user's settings)
+    r"`is_gradient_checkpointing` is deprecated.*",
+    r"`gradient_checkpointing_enable` is deprecated.*",
     # an iteration whose advantages are all 0 makes no optimizer step; its learning-rate schedule still
     # advances one iteration (torch warns when that happens before the first step)
     r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`.*",

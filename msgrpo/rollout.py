@@ -69,7 +69,7 @@ def _guarded(fn: Callable, seconds: float | None):
 
 def play(
     policy: LanguagePolicy,
-    game: TextGame,
+    game: TextGame | Sequence[TextGame],
     group_seeds: Sequence[int],
     group_size: int,
     generator: torch.Generator | None = None,
@@ -88,7 +88,7 @@ def play(
 
     Args:
         policy: The language-agent policy.
-        game: The text game.
+        game: The text game, or one game per group (groups of a mixture of settings).
         group_seeds: One reset seed per group.
         group_size: Episodes per group (G).
         generator: Sampling RNG (determinism); global RNG when None.
@@ -106,11 +106,17 @@ def play(
         Episodes ordered group by group: index ``g * group_size + i``.
     """
     start = time.perf_counter()
+    games = list(game) if isinstance(game, Sequence) else [game] * len(group_seeds)
+    if len(games) != len(group_seeds):
+        raise ValueError(f"play: {len(games)} games for {len(group_seeds)} groups")
     episodes: list[Episode] = []
     envs = []
+    episode_games: list[TextGame] = []
     for g, seed in enumerate(group_seeds):
+        game = games[g]
         for _ in range(group_size):
             episode = Episode(group_id=g, seed=int(seed))
+            episode_games.append(game)
             env = game.make_env()
             try:
                 _guarded(lambda: game.reset(env, seed), env_step_timeout_s)  # noqa: B023
@@ -125,8 +131,8 @@ def play(
         for i in live:
             observe(i, episodes[i], envs[i])
     while live:
-        observations = [game.render(envs[i]) for i in live]
-        messages = [game.chat(obs) for obs in observations]
+        observations = [episode_games[i].render(envs[i]) for i in live]
+        messages = [episode_games[i].chat(obs) for i, obs in zip(live, observations)]
         prompts = policy.encode(messages)
         gen = policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=fixed_steps)
         if timing is not None:
@@ -138,7 +144,7 @@ def play(
             episode = episodes[i]
             text = policy.response_prefix + gen.texts[k]
             try:
-                result = _guarded(lambda: game.act(envs[i], text), env_step_timeout_s)  # noqa: B023
+                result = _guarded(lambda: episode_games[i].act(envs[i], text), env_step_timeout_s)  # noqa: B023
             except Exception as err:  # an env fault ends this episode only
                 if on_env_error == "raise":
                     raise
@@ -160,7 +166,8 @@ def play(
             if observe is not None:
                 observe(i, episode, envs[i])
             if episode.done:
-                episode.success = game.is_success(result.reward, result.terminated, result.truncated, result.info)
+                ended = (result.reward, result.terminated, result.truncated, result.info)
+                episode.success = episode_games[i].is_success(*ended)
             else:
                 still_live.append(i)
         live = still_live

@@ -133,6 +133,11 @@ class Sharding:
         """Whether ``flag`` holds on some rank."""
         return flag if self.world_size == 1 else self.trainer.strategy.reduce_boolean_decision(flag, all=False)
 
+    def release(self, policy: LanguagePolicy) -> None:
+        """After a forward pass outside the backward (the trust region's KL check), before the parameters
+        change again: drop any gathered copy of them, so the next forward sees the changed ones. Nothing
+        to drop by default."""
+
     def clip_gradients(self, module: Any, optimizer: Any, max_norm: float) -> None:
         """Clip the global gradient norm (DTensor gradients under FSDP2: torch computes the global norm)."""
         module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
@@ -200,6 +205,17 @@ class FSDP2(Sharding):
             if model is not None:
                 _fully_shard(model, mesh, fully_shard)
         module._fully_sharded = True
+
+    def release(self, policy: LanguagePolicy) -> None:
+        """Reshard every unit: FSDP2 keeps the root unit's parameters gathered after a forward pass (the
+        backward would reshard them), so after a no-grad forward, a step undone by copying into the
+        shards would otherwise leave the next forward on the undone step's root parameters."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for model in (policy.model, policy.reference):
+            for unit in model.modules() if model is not None else ():
+                if isinstance(unit, FSDPModule):
+                    unit.reshard()
 
 
 def _fully_shard(model: nn.Module, mesh: Any, fully_shard: Callable) -> None:

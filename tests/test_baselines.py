@@ -37,7 +37,7 @@ def test_frozen_lake_optimal_prints_table_then_json(capsys):
 
 def test_default_panel_and_seed(capsys):
     payload, _, _ = run_cli(capsys, "snake", "--policy", "greedy", "--episodes", "3")
-    assert list(payload["scenarios"]) == ["train", "default-8", "long-20", "poison", "two-opponents"]
+    assert list(payload["scenarios"]) == ["default-8", "long-20", "poison", "two-opponents"]
     same, _, _ = run_cli(capsys, "snake", "--policy", "random", "--episodes", "5", "--seed", "7")
     again, _, _ = run_cli(capsys, "snake", "--policy", "random", "--episodes", "5", "--seed", "7")
     assert same == again and same["policy"] == "random" and same["game"] == "snake"
@@ -49,7 +49,7 @@ def test_default_panel_and_seed(capsys):
         (["frozen_lake", "--policy", "greedy"], "does not play frozen_lake"),
         (["snake", "--policy", "optimal"], "does not play snake"),
         (["chess", "--policy", "random"], "unknown game"),
-        (["snake", "--policy", "smart"], "unknown policy"),
+        (["snake", "--policy", "smart"], "does not play snake"),
         (["snake", "--policy", "random", "--scenarios", "nope"], "unknown scenario"),
         (["snake", "--policy", "random", "--scenarios", ","], "no scenario"),
         (["snake", "--policy", "random", "--episodes", "0"], "episodes"),

@@ -49,6 +49,8 @@ def test_rollout_benchmark(capsys):
             "sequential_wall_s",
             "prefix_sharing_speedup",
             "shared_prefill_speedup",
+            "engine_vs_hf_generate",
+            "engine_vs_hf_generate_batch",
         ],
     )
     assert result["episodes"] == 4 and result["sequential_episodes"] == 4

@@ -101,3 +101,17 @@ def test_reloading_dataloaders_less_often_is_a_config_error(tiny_policy_factory,
     trainer = _plain_trainer(tmp_path, max_epochs=2, reload_dataloaders_every_n_epochs=2)
     with pytest.raises(ConfigError, match="reload_dataloaders_every_n_epochs must be 1"):
         trainer.fit(_module(policy), datamodule=data)
+
+
+def test_train_scenarios_cycle_through_the_groups(tiny_policy_factory):
+    from msgrpo.components.games import Snake
+
+    policy = tiny_policy_factory(
+        max_new_tokens=1, response_prefix="<action>", allowed_tokens=["up", "down", "left", "right"]
+    )
+    data = RolloutDataModule(Snake(), num_groups=3, group_size=2, train_scenarios=["train", "two-opponents"])
+    data.make_iteration(_module(policy), iteration=0)
+    opponents = [e.steps[0].observation.count("Opponent ") for e in data.last_episodes[::2]]
+    assert opponents == [1, 2, 1]
+    with pytest.raises(ConfigError, match="train_scenarios must be a non-empty list"):
+        RolloutDataModule(Snake(), train_scenarios=["moon"])

@@ -48,3 +48,17 @@ def test_bad_settings_name_the_setting():
         SamplingDistribution(top_p=1.5)
     with pytest.raises(ConfigError, match="top_k must be >= 0"):
         SamplingDistribution(top_k=-1)
+
+
+def test_exploration_floor_by_hand():
+    # allowed {0, 1, 3}, logits [2, 0, -, -1]: softmax p = [0.8438, 0.1142, 0.0420]; floor 0.3 mixes in 0.1 each
+    dist = SamplingDistribution(allowed_ids=[0, 1, 3], floor=0.3)
+    probs = dist.sampling_logprobs(torch.tensor([[2.0, 0.0, 5.0, -1.0]]))[0].exp()
+    p = torch.tensor([2.0, 0.0, -1.0]).softmax(-1)
+    assert torch.allclose(probs[[0, 1, 3]], 0.7 * p + 0.1) and probs[2] == 0
+    assert float(probs.min(0).values) == 0 and float(probs[[0, 1, 3]].min()) >= 0.1
+    assert torch.allclose(dist.full_logprobs(torch.tensor([[2.0, 0.0, 5.0, -1.0]]))[0].exp(), probs)
+    with pytest.raises(ConfigError, match="exploration_floor"):
+        SamplingDistribution(floor=0.2)  # nothing to spread over
+    with pytest.raises(ConfigError, match="exploration_floor"):
+        SamplingDistribution(allowed_ids=[0], floor=1.0)

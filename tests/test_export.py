@@ -37,7 +37,9 @@ def _logits(model, ids, mask):
 def test_export_round_trip_logits(tmp_path, lora):
     # LoRA's B matrices start at 0. The untrained model names no valid move, so every group's returns can
     # tie (all advantages 0): an entropy bonus gives the adapter a gradient whatever the returns
-    extra = ["--model.policy.init_args.lora.r=4", "--model.loss.init_args.entropy_coef=0.01"] if lora else []
+    # the LoRA run keeps the recipe's constrained answer, so its export must carry the allowed tokens
+    moves = ["--model.policy.init_args.allowed_tokens=[left,down,right,up]"]
+    extra = ["--model.policy.init_args.lora.r=4", "--model.loss.init_args.entropy_coef=0.01", *moves] if lora else []
     cli, ckpt, config = _train(tmp_path / "run", *extra)
     policy = cli.model.policy
     if lora:  # the adapter learned something, so merging changes the weights
@@ -56,7 +58,7 @@ def test_export_round_trip_logits(tmp_path, lora):
     assert tokenizer(text + policy.response_prefix, add_special_tokens=False)["input_ids"] == prompts[0].tolist()
     settings = json.loads((out / export.POLICY_FILE).read_text())
     assert settings["response_prefix"] == "<action>" and settings["lora"] == ("merged" if lora else None)
-    assert settings["allowed_tokens"] == ["left", "down", "right", "up"]  # the recipe's constrained answer
+    assert settings["allowed_tokens"] == (["left", "down", "right", "up"] if lora else None)
 
 
 def test_export_lora_adapter_only(tmp_path):

@@ -1,5 +1,6 @@
 """Lockstep rollout engine."""
 
+import pytest
 import torch
 
 from msgrpo.components.games import FrozenLake
@@ -52,3 +53,18 @@ def test_env_fault_ends_only_that_episode(tiny_policy_factory):
     failed = [e for e in episodes if e.error]
     assert len(failed) == 2 and all(e.seed == 2 and "boom" in e.error and e.length == 1 for e in failed)
     assert all(e.error is None and e.length == 8 for e in episodes if e.seed == 1)
+
+
+def test_each_group_can_play_its_own_setting(tiny_policy_factory):
+    from msgrpo.components.games import Snake
+
+    policy = tiny_policy_factory(
+        max_new_tokens=1, response_prefix="<action>", allowed_tokens=["up", "down", "left", "right"]
+    )
+    one, two = Snake(num_opponents=1), Snake(num_opponents=2)
+    episodes = play(policy, [one, two], [5, 5], 2, generator=torch.Generator().manual_seed(0))
+    openings = [e.steps[0].observation for e in episodes]
+    assert "Opponent 2" not in openings[0] and "Opponent 2" in openings[2]  # group 1 plays two opponents
+    assert openings[0] == openings[1] and openings[2] == openings[3]  # a group shares its start
+    with pytest.raises(ValueError, match="2 games for 3 groups"):
+        play(policy, [one, two], [1, 2, 3], 1)

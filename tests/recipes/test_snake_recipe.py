@@ -28,12 +28,15 @@ def test_main_command_shows_progress_and_a_summary(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "Epoch 1/1" in out and "2/2" in out  # the progress bar: the second iteration, 2 mini-batch updates
+    # the iteration progress bar (on stderr): both iterations ticked, with the rollouts' figures
+    assert "MS-GRPO" in proc.stderr and "2/2" in proc.stderr and "return=" in proc.stderr
     summary = next(line for line in out.splitlines() if line.startswith("msgrpo: trained"))
     assert summary.startswith("msgrpo: trained 2 iterations. Training rollouts: success rate (your snake alive")
     for part in ("mean return", "invalid actions", "Checkpoint:", "last.ckpt", "Metrics:"):
         assert part in summary, part
-    assert "Last evaluation (success = your snake alive at the end):" in out
+    # the trained policy's rows next to the reference players', on the same seeds
+    assert "Last evaluation (success = your snake alive at the end), with the reference players (random, greedy)" in out
+    assert "\n                 random " in out and "\n                 greedy " in out
     for scenario in ("default-8", "long-20", "poison", "two-opponents"):
         assert f"\n{scenario} " in out, scenario
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

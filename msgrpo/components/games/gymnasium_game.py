@@ -47,6 +47,7 @@ class GymnasiumGame(TextGame):
         format_penalty: Subtracted from a step's reward when its text names no valid action.
         fallback: Action for such text: ``"first"`` or ``"random"``.
         parser: Action parser (default: the ``<action>`` tag).
+        answer_format: The instruction after every observation (see :class:`~msgrpo.game.TextGame`).
     """
 
     def __init__(
@@ -60,9 +61,10 @@ class GymnasiumGame(TextGame):
         format_penalty: float = 0.1,
         fallback: Literal["first", "random"] = "first",
         parser: ActionParser | None = None,
+        answer_format: str = "think",
     ) -> None:
         self.action_names = [str(a) for a in action_names]
-        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser)
+        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser, answer_format=answer_format)
         require(max_steps is None or max_steps >= 1, "max_steps", ">= 1 or null", max_steps)
         require(success in ("terminated", "positive_reward"), "success", "'terminated' or 'positive_reward'", success)
         self.env_id = env_id
@@ -96,7 +98,7 @@ class GymnasiumGame(TextGame):
         return GymnasiumGame(
             self.env_id, self.action_names, description=self.description, success=self.success,
             format_penalty=self.format_penalty, fallback=self.fallback, parser=self.parser,
-            **{**self.settings, **overrides},
+            answer_format=self.answer_format_name, **{**self.settings, **overrides},
         )  # fmt: skip
 
     def rules(self) -> str:

@@ -344,8 +344,9 @@ class Snake(TextGame):
         format_penalty: float = 0.1,
         fallback: Literal["first", "random"] = "first",
         parser: ActionParser | None = None,
+        answer_format: str = "think",
     ) -> None:
-        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser)
+        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser, answer_format=answer_format)
         self.settings = dict(
             width=width, height=height, num_apples=num_apples, num_opponents=num_opponents, opponent=opponent,
             max_rounds=max_rounds, apple_reward=apple_reward, death_penalty=death_penalty,

@@ -74,7 +74,7 @@ def test_invalid_text_executes_fallback_with_penalty():
 def test_slippery_scenarios_and_errors():
     panel = FrozenLake().scenarios()
     assert {"train", "nonslip-4x4", "slippery-4x4", "slippery-8x8"} <= set(panel)
-    assert panel["slippery-4x4"].settings["slippery"] and panel["slippery-4x4"].settings["max_steps"] == 15
+    assert panel["slippery-4x4"].settings["slippery"] and panel["slippery-4x4"].settings["max_steps"] == 30
     with pytest.raises(ValueError, match="map_name"):
         FrozenLake(map_name="5x5")
     with pytest.raises(ValueError, match="max_steps"):
