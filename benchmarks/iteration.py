@@ -9,7 +9,8 @@ episodes trained) for ``--iterations`` iterations after one warm-up iteration, t
   4 groups x 16 episodes, the action-only instruction, the recipe's trust region).
 
 Prints each iteration's time breakdown (rollout, update, tokens) and, last, one JSON line with the median
-seconds per iteration of each and ``speedup`` (before / after).
+seconds per iteration of each, ``speedup`` (before / after) and the peak RSS (``after`` runs first, so its
+``peak_memory_mb`` is its own; ``before``'s is the larger of the two).
 
     python benchmarks/iteration.py --model smollm2 --iterations 3
     python benchmarks/iteration.py --model tiny --iterations 2          # the same comparison, tiny model
@@ -36,7 +37,7 @@ BEFORE = [
 ]
 
 
-def run(variant: list[str], model: str, iterations: int, seed: int, out: str) -> dict:
+def run(variant: list[str], model: str, iterations: int, seed: int, out: str, overrides: list[str]) -> dict:
     extra = ["--data.game.init_args.map_name=null", "--model.policy.init_args.allowed_tokens=[left,down,right,up]"]
     extra += ["--data.sampler.init_args.num_episodes=32"]
     if model == "smollm2":
@@ -44,7 +45,7 @@ def run(variant: list[str], model: str, iterations: int, seed: int, out: str) ->
     else:  # the same settings on the tiny model (no LoRA layers to choose): checks the script
         extra += ["--model.policy.init_args.lora.r=8"]
         variant = [v for v in variant if "lora.layers" not in v]
-    cli = build_recipe("frozen_lake.yaml", out, 600, iterations + 1, seed, [*extra, *variant])
+    cli = build_recipe("frozen_lake.yaml", out, 600, iterations + 1, seed, [*extra, *variant, *overrides])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     rows = cli.model.history[1:]  # the first iteration pays for warm-up
     for row in rows:
@@ -60,6 +61,8 @@ def run(variant: list[str], model: str, iterations: int, seed: int, out: str) ->
         "update_s": round(statistics.median(r["perf/update_s"] for r in rows), 2),
         "update_tokens_per_s": round(statistics.median(r["perf/tokens_per_s"] for r in rows), 1),
         "iterations": len(rows),
+        # the process's peak RSS so far: "after" runs first, so its figure is its own
+        "peak_memory_mb": round(rows[-1]["perf/peak_memory_mb"]),
     }
 
 
@@ -69,11 +72,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations of each (after one warm-up)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_iteration")
+    parser.add_argument("overrides", nargs="*", help="after --: recipe arguments for both settings")
     args = parser.parse_args(argv)
     result = {"model": args.model}
-    for name, variant in (("before", BEFORE), ("after", [])):
+    for name, variant in (("after", []), ("before", BEFORE)):  # after first: its peak memory is its own
         print(f"{name}:", flush=True)
-        result[name] = run(variant, args.model, args.iterations, args.seed, f"{args.out}/{name}")
+        result[name] = run(variant, args.model, args.iterations, args.seed, f"{args.out}/{name}", args.overrides)
     result["speedup"] = round(result["before"]["iteration_s"] / max(result["after"]["iteration_s"], 1e-9), 2)
     print(json.dumps(result), flush=True)
     return result

@@ -108,14 +108,8 @@ class LanguagePolicy(nn.Module):
         exploration_floor: float = 0.0,
     ) -> None:
         super().__init__()
-        SamplingDistribution(temperature, top_k, top_p)  # validate before the (slow) model load
-        require(0 <= exploration_floor < 1, "exploration_floor", "in [0, 1)", exploration_floor)
-        require(
-            exploration_floor == 0 or allowed_tokens is not None,
-            "exploration_floor",
-            "0 without allowed_tokens (it spreads probability over them)",
-            exploration_floor,
-        )
+        some_ids = None if allowed_tokens is None else torch.zeros(1, dtype=torch.long)  # (ids need the tokenizer)
+        SamplingDistribution(temperature, top_k, top_p, some_ids, exploration_floor)  # validate before the load
         require(max_new_tokens >= 1, "max_new_tokens", ">= 1", max_new_tokens)
         require(dtype in ("float32", "bfloat16", "float16"), "dtype", "float32, bfloat16 or float16", dtype)
         if lora is not None:

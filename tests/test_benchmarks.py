@@ -154,3 +154,19 @@ def test_learning_benchmarks_run_each_seed_in_its_own_process_and_aggregate(tmp_
         assert (tmp_path / f"seed_{seed}.log").is_file() and (tmp_path / f"seed_{seed}").is_dir()
     assert result["met_target"] == sum(r["met_target"] for r in result["per_seed"].values())
     assert result["summary"]["iterations"]["mean"] == 1.0
+
+
+def test_iteration_benchmark_times_both_settings(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
+    monkeypatch.setenv("MSGRPO_THREADS", str(torch.get_num_threads()))
+    small = ["--data.num_groups=2", "--data.group_size=4", "--data.sampler.init_args.num_episodes=4"]
+    result = load("iteration").main(["--model", "tiny", "--iterations", "1", "--out", str(tmp_path), "--", *small])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
+    for name in ("before", "after"):
+        figures = result[name]
+        assert figures["iterations"] == 1 and figures["peak_memory_mb"] > 0
+        assert_finite(figures, ["iteration_s", "rollout_s", "update_s", "update_tokens_per_s"])
+        assert figures["iteration_s"] == pytest.approx(figures["rollout_s"] + figures["update_s"], abs=0.02)
+    assert result["speedup"] == pytest.approx(
+        result["before"]["iteration_s"] / result["after"]["iteration_s"], abs=0.01
+    )

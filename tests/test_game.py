@@ -3,6 +3,7 @@
 import gymnasium as gym
 import pytest
 
+from msgrpo.components.games import FrozenLake, Snake
 from msgrpo.game import INVALID, TagParser, TextGame
 
 NAMES = ["left", "down", "right", "up"]
@@ -81,6 +82,21 @@ def test_generic_game_messages_and_act():
     # fallback "first" executes action 0 (back) and subtracts the penalty
     assert (bad.action, bad.valid, bad.reward) == (0, False, -0.25)
     assert env.pos == 0
+
+
+def test_answer_formats():
+    def user(game):
+        return game.chat("obs")[1]["content"]
+
+    think, action = user(CorridorGame()), user(CorridorGame(answer_format="action"))
+    assert action == "obs\n\nGive your move inside <action>...</action>, for example <action>back</action>."
+    assert think.startswith("obs\n\n") and "<think>" in think and len(think) > len(action)
+    assert user(CorridorGame(answer_format="none")) == "obs"
+    assert user(CorridorGame(answer_format="Say {example}.")) == "obs\n\nSay back."
+    # the built-in games take it, and a changed copy keeps it
+    lake = FrozenLake(answer_format="action")
+    assert lake.with_settings(max_steps=3).answer_format() == lake.answer_format() != FrozenLake().answer_format()
+    assert Snake(answer_format="none").with_settings(max_rounds=3).chat("obs")[1]["content"] == "obs"
 
 
 def test_random_fallback_is_seeded():
