@@ -25,7 +25,8 @@ import statistics
 from common import build_recipe
 
 BEFORE = [
-    "--model.policy.init_args.lora.layers=null",
+    # every one of SmolLM2-135M's 30 decoder layers (the former default, lora.layers unset)
+    "--model.policy.init_args.lora.layers=[" + ",".join(map(str, range(30))) + "]",
     "--model.policy.init_args.gradient_checkpointing=true",
     "--model.policy.init_args.temperature=1.0",
     "--data.token_budget=2048",
@@ -39,7 +40,9 @@ BEFORE = [
 
 def run(variant: list[str], model: str, iterations: int, seed: int, out: str, overrides: list[str]) -> dict:
     extra = ["--data.game.init_args.map_name=null", "--model.policy.init_args.allowed_tokens=[left,down,right,up]"]
-    extra += ["--data.sampler.init_args.num_episodes=32"]
+    # a small entropy bonus gives every update a gradient: zero-shot SmolLM2 never reaches a goal, every
+    # advantage is 0, and an update with no signal is skipped (timing it needs it to run)
+    extra += ["--data.sampler.init_args.num_episodes=32", "--model.loss.init_args.entropy_coef=0.001"]
     if model == "smollm2":
         extra = ["--config=" + __import__("msgrpo.cli", fromlist=["config_path"]).config_path("smollm2.yaml"), *extra]
     else:  # the same settings on the tiny model (no LoRA layers to choose): checks the script

@@ -148,6 +148,7 @@ def test_learning_benchmarks_run_each_seed_in_its_own_process_and_aggregate(tmp_
     assert result["seeds"] == [3, 4] and result["n"] == 2 and set(result["per_seed"]) == {"3", "4"}
     for seed, run_result in result["per_seed"].items():
         assert run_result["seed"] == int(seed) and run_result["iterations"] == 1 and run_result["threads"] == 1
+        assert run_result["target"] == 0.95  # the classic map's (random maps: 0.5)
         assert run_result["met_target"] == (
             run_result["final_success_rate"] >= 0.95 and run_result["final_success_rate_sampled"] >= 0.95
         )
