@@ -135,3 +135,15 @@ def test_a_normal_run_prints_no_library_warnings(tmp_path):
     noise = [line for line in proc.stderr.splitlines() if "Warning" in line or "warn" in line or "Tip" in line]
     assert not noise, noise
     assert "msgrpo: trained 2 iterations" in proc.stdout
+
+
+def test_gymnasium_make_with_the_module_prefix_needs_no_import(tmp_path):
+    # gymnasium 1.x has no entry-point plugin discovery; its "module:env_id" form imports the module first
+    code = (
+        "import sys, gymnasium as gym\n"
+        "env = gym.make('msgrpo:msgrpo/Snake-v0', max_rounds=3)\n"
+        "print(type(env.unwrapped).__name__, env.reset(seed=1)[0] is not None)\n"
+    )
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "SnakeEnv True" in proc.stdout
