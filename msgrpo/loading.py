@@ -120,13 +120,13 @@ def apply_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     layers = None
     if lora.layers is not None:
         n = int(model.config.num_hidden_layers)
-        layers = sorted({i % n for i in lora.layers})
         if not lora.layers or any(not -n <= i < n for i in lora.layers):
             raise ConfigError(
                 f"lora.layers must name decoder layers in [-{n}, {n - 1}] (this model has {n})",
                 setting="lora.layers",
                 value=lora.layers,
             )
+        layers = sorted({i % n for i in lora.layers})
     targets = lora.target_modules
     if layers is not None and isinstance(targets, str):  # peft needs names with layers_to_transform
         targets = sorted(

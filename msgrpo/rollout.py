@@ -111,15 +111,16 @@ def play(
         raise ValueError(f"play: {len(games)} games for {len(group_seeds)} groups")
     episodes: list[Episode] = []
     envs = []
-    episode_games: list[TextGame] = []
+
+    def game_of(i: int) -> TextGame:  # episode i's game: its group's
+        return games[episodes[i].group_id]
+
     for g, seed in enumerate(group_seeds):
-        game = games[g]
         for _ in range(group_size):
             episode = Episode(group_id=g, seed=int(seed))
-            episode_games.append(game)
-            env = game.make_env()
+            env = games[g].make_env()
             try:
-                _guarded(lambda: game.reset(env, seed), env_step_timeout_s)  # noqa: B023
+                _guarded(lambda: games[g].reset(env, seed), env_step_timeout_s)  # noqa: B023
             except Exception as err:
                 if on_env_error == "raise":
                     raise
@@ -131,8 +132,8 @@ def play(
         for i in live:
             observe(i, episodes[i], envs[i])
     while live:
-        observations = [episode_games[i].render(envs[i]) for i in live]
-        messages = [episode_games[i].chat(obs) for i, obs in zip(live, observations)]
+        observations = [game_of(i).render(envs[i]) for i in live]
+        messages = [game_of(i).chat(obs) for i, obs in zip(live, observations)]
         prompts = policy.encode(messages)
         gen = policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=fixed_steps)
         if timing is not None:
@@ -144,7 +145,7 @@ def play(
             episode = episodes[i]
             text = policy.response_prefix + gen.texts[k]
             try:
-                result = _guarded(lambda: episode_games[i].act(envs[i], text), env_step_timeout_s)  # noqa: B023
+                result = _guarded(lambda: game_of(i).act(envs[i], text), env_step_timeout_s)  # noqa: B023
             except Exception as err:  # an env fault ends this episode only
                 if on_env_error == "raise":
                     raise
@@ -167,7 +168,7 @@ def play(
                 observe(i, episode, envs[i])
             if episode.done:
                 ended = (result.reward, result.terminated, result.truncated, result.info)
-                episode.success = episode_games[i].is_success(*ended)
+                episode.success = game_of(i).is_success(*ended)
             else:
                 still_live.append(i)
         live = still_live

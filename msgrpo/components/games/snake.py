@@ -21,7 +21,7 @@ Rules (each one tested in ``tests/components/games/test_snake.py``):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -312,6 +312,22 @@ def greedy_action(env: gym.Env, snake: int = 0) -> int:
     return min(keys)[-1] if keys else 0
 
 
+def _cells(game: SnakeEnv, opponent_head: Callable[[int], str]) -> list[list[str]]:
+    """The board as cells, ``[y][x]`` (bottom row first): ``A`` apple, ``X`` poison, ``Y``/``y`` your head
+    and body, ``o`` an opponent's body and ``opponent_head(i)`` opponent ``i``'s head; dead snakes left off."""
+    cells = [["." for _ in range(game.width)] for _ in range(game.height)]
+    for x, y in game.apples:
+        cells[y][x] = "A"
+    for x, y in game.poison:
+        cells[y][x] = "X"
+    for i, body in enumerate(game.snakes):
+        if game.alive[i]:
+            for x, y in body[1:]:
+                cells[y][x] = "y" if i == 0 else "o"
+            cells[body[0][1]][body[0][0]] = "Y" if i == 0 else opponent_head(i)
+    return cells
+
+
 class Snake(TextGame):
     """Snake with a text interface.
 
@@ -383,11 +399,7 @@ class Snake(TextGame):
 
     def render(self, env: gym.Env) -> str:
         game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
-        rows = [["." for _ in range(game.width)] for _ in range(game.height)]
-        for x, y in game.apples:
-            rows[y][x] = "A"
-        for x, y in game.poison:
-            rows[y][x] = "X"
+        rows = _cells(game, opponent_head=str)
         lines = [
             f"Board: {game.width}x{game.height}. Coordinates are (x, y): (0, 0) is the bottom-left cell, "
             "x grows to the right and y grows upward (up is y+1).",
@@ -401,10 +413,6 @@ class Snake(TextGame):
             state = "" if game.alive[i] else "dead, "
             cells = f"head {_fmt(body[:1])}, body {_fmt(body[1:])}"
             lines.append(f"{name} ({state}score {game.scores[i]}): {cells}")
-            if game.alive[i]:
-                for x, y in body[1:]:
-                    rows[y][x] = "y" if i == 0 else "o"
-                rows[body[0][1]][body[0][0]] = "Y" if i == 0 else str(i)
         heads = "".join(f", {i} = head of opponent {i}" for i in range(1, len(game.snakes)))
         opponent_body = ", o = opponent body" if len(game.snakes) > 1 else ""
         poison = ", X = poison apple" if game.poison_apples or game.poison else ""
@@ -429,16 +437,7 @@ class Snake(TextGame):
         from msgrpo.frames import grid_image
 
         game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
-        cells = [["." for _ in range(game.width)] for _ in range(game.height)]
-        for x, y in game.apples:
-            cells[y][x] = "A"
-        for x, y in game.poison:
-            cells[y][x] = "X"
-        for i, body in enumerate(game.snakes):
-            if game.alive[i]:
-                for x, y in body[1:]:
-                    cells[y][x] = "y" if i == 0 else "o"
-                cells[body[0][1]][body[0][0]] = "Y" if i == 0 else "O"
+        cells = _cells(game, opponent_head=lambda i: "O")
         colours = {".": "white", "A": "#d33c3c", "X": "#8e44ad", "Y": "#1e7d32", "y": "#66bb6a", "O": "#1f4e9c",
                    "o": "#7fa7e0"}  # fmt: skip
         state = "" if game.alive[0] else ", you died"
