@@ -118,6 +118,7 @@ class TextGame(ABC):
         answer_format: The instruction after every observation: ``"think"`` (think, then the action tag),
             ``"action"`` (the action tag only: fewer prompt tokens when the answer is one constrained
             token), ``"none"``, or any text (``{example}`` becomes the first action name).
+        **settings: The env's settings, for a game that defines :meth:`build_env`.
     """
 
     #: Names of the actions; index = action id of the ``Discrete`` action space.
@@ -135,6 +136,7 @@ class TextGame(ABC):
         fallback: Literal["first", "random", "noop"] = "first",
         parser: ActionParser | None = None,
         answer_format: str = "think",
+        **settings: Any,
     ) -> None:
         require(format_penalty >= 0, "format_penalty", ">= 0", format_penalty)
         require(fallback in ("first", "random", "noop"), "fallback", "'first', 'random' or 'noop'", fallback)
@@ -148,11 +150,29 @@ class TextGame(ABC):
         self.answer_format_name = answer_format
         self.fallback = fallback
         self.parser = parser or TagParser()
+        if settings or type(self).build_env is not TextGame.build_env:
+            env = self.build_env(**settings)  # validates early, with the user's values in the message
+            bound = inspect.signature(type(env.unwrapped)).bind(**settings)
+            bound.apply_defaults()
+            self.settings = dict(bound.arguments)
 
     # ----- what a game defines -------------------------------------------------------------------
-    @abstractmethod
+    def build_env(self, **settings: Any) -> gym.Env:
+        """A fresh env built from keyword settings (``return SnakeEnv(**settings)``).
+
+        A game that defines this (the built-in ones) needs no constructor: its env's settings are
+        keyword arguments of the game (``**settings``), stored in full in :attr:`settings`, and the env's
+        signature is the one list of them (the LightningCLI follows ``**settings`` here and shows the
+        env's parameters and docstrings: ``--data.game.init_args.width`` for Snake). A game that does not
+        defines :meth:`make_env` instead.
+        """
+        raise TypeError(f"{type(self).__name__} takes no env settings (got {sorted(settings)})")
+
     def make_env(self) -> gym.Env:
         """Build a fresh gymnasium env with a ``Discrete(len(action_names))`` action space."""
+        if type(self).build_env is TextGame.build_env:
+            raise NotImplementedError(f"{type(self).__name__} defines neither make_env() nor build_env()")
+        return self.build_env(**self.settings)
 
     @abstractmethod
     def rules(self) -> str:
@@ -195,8 +215,8 @@ class TextGame(ABC):
     def with_settings(self, **overrides: Any) -> TextGame:
         """A copy of this game with some of its :attr:`settings` changed (same penalty, fallback, parser).
 
-        Games whose constructor takes ``**settings`` plus ``format_penalty``, ``fallback`` and ``parser``
-        (the built-in ones) get this for free by storing their env settings in ``self.settings``.
+        Games that define :meth:`build_env` (the built-in ones) get this for free; a game with a
+        constructor of its own gets it by storing its settings (keyword arguments) in ``self.settings``.
         """
         shared = dict(format_penalty=self.format_penalty, fallback=self.fallback, parser=self.parser)
         if "answer_format" in inspect.signature(type(self).__init__).parameters:

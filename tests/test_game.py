@@ -117,3 +117,58 @@ def test_bad_game_settings():
         CorridorGame(format_penalty=-1)
     with pytest.raises(ValueError, match="fallback"):
         CorridorGame(fallback="stay")
+
+
+class LongCorridor(Corridor):
+    """The corridor with a configurable goal cell."""
+
+    def __init__(self, length: int = 3, slope: float = 0.0):
+        """Args:
+        length: The goal cell.
+        slope: Unused.
+        """
+        super().__init__()
+        self.length = length
+
+
+class LongCorridorGame(CorridorGame):
+    """A game whose env settings are keyword arguments of the game (no constructor written)."""
+
+    def make_env(self):  # back to the base class's: built from the settings by build_env
+        return TextGame.make_env(self)
+
+    def build_env(self, **settings):
+        return LongCorridor(**settings)
+
+
+def test_env_settings_through_build_env():
+    game = LongCorridorGame(format_penalty=0.3, length=5)
+    assert game.settings == {"length": 5, "slope": 0.0}  # defaults filled in from the env's signature
+    assert LongCorridorGame().settings == {"length": 3, "slope": 0.0}
+    assert game.make_env().length == 5
+    changed = game.with_settings(length=2)
+    assert changed.make_env().length == 2 and changed.format_penalty == 0.3
+    with pytest.raises(TypeError, match="lenght"):
+        LongCorridorGame(lenght=5)  # a typo fails at construction, not at the first rollout
+    with pytest.raises(TypeError, match="CorridorGame takes no env settings"):
+        CorridorGame(length=5)
+
+    class NoEnv(TextGame):
+        rules = render = CorridorGame.rules
+
+    with pytest.raises(NotImplementedError, match="neither make_env"):
+        NoEnv().make_env()
+
+
+def test_cli_shows_the_env_settings_of_a_builtin_game():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(TextGame, "game")
+    args = ["--game=msgrpo.components.games.Snake", "--game.init_args.width=6", "--game.init_args.fallback=random"]
+    init = parser.parse_args(args).game.init_args
+    assert (init.width, init.height, init.max_rounds, init.fallback) == (6, 10, 8, "random")
+    game = parser.instantiate_classes(parser.parse_args(args)).game
+    assert game.settings["width"] == 6 and game.make_env().width == 6
+    lake = parser.parse_args(["--game=msgrpo.components.games.FrozenLake", "--game.init_args.max_steps=3"])
+    assert lake.game.init_args.max_steps == 3 and lake.game.init_args.map_name is None

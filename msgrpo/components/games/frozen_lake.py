@@ -6,16 +6,26 @@ A fresh map is generated from every reset seed (``generate_random_map``), unless
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import MAPS, FrozenLakeEnv, generate_random_map
 
 from msgrpo.errors import require
-from msgrpo.game import ActionParser, TextGame, grid_to_text
+from msgrpo.game import TextGame, grid_to_text
 
 ACTIONS = ["left", "down", "right", "up"]
+RULES = (
+    "You are playing Frozen Lake. Walk the player P to the goal G without stepping into a hole H. "
+    "Actions: left, down, right, up. Each action moves one cell; moving into the edge of the board "
+    "leaves you in place.{slip} Reaching the goal gives reward 1; falling into a hole ends the game "
+    "with reward 0. You have at most {max_steps} moves."
+)
+SLIPPERY_RULE = (
+    " The ice is slippery: a move goes in the intended direction only one time in three, "
+    "otherwise to one of the two perpendicular directions."
+)
 
 
 class RandomMapFrozenLake(gym.Env):
@@ -89,11 +99,12 @@ class FrozenLake(TextGame):
     """Frozen Lake with a text interface.
 
     Args:
-        size: Board side length (random maps).
-        frozen_prob: Probability of a frozen cell in random maps (paper: 0.8 non-slippery, 0.9 slippery).
-        slippery: Slippery ice.
-        max_steps: Step limit per episode.
-        map_name: A fixed gymnasium map (``"4x4"`` is the classic one) instead of a random map per seed.
+        **settings: The :class:`RandomMapFrozenLake` settings, by keyword (its signature is the one list
+            of them; the CLI shows them as ``--data.game.init_args.size`` and so on): ``size`` (board side
+            length), ``frozen_prob`` (probability of a frozen cell in random maps; paper: 0.8
+            non-slippery, 0.9 slippery), ``slippery``, ``max_steps`` (step limit per episode) and
+            ``map_name`` (a fixed gymnasium map, ``"4x4"`` the classic one, instead of a random map per
+            seed).
         format_penalty: Subtracted from the reward of a step whose text names no valid action.
         fallback: Action for such text: ``"first"`` (left) or ``"random"``.
         parser: Action parser (default: the ``<action>`` tag).
@@ -104,40 +115,12 @@ class FrozenLake(TextGame):
     action_names = ACTIONS
     success_meaning = "reached the goal"
 
-    def __init__(
-        self,
-        size: int = 4,
-        frozen_prob: float = 0.8,
-        slippery: bool = False,
-        max_steps: int = 8,
-        map_name: str | None = None,
-        format_penalty: float = 0.1,
-        fallback: Literal["first", "random"] = "first",
-        parser: ActionParser | None = None,
-        answer_format: str = "think",
-    ) -> None:
-        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser, answer_format=answer_format)
-        self.settings = dict(
-            size=size, frozen_prob=frozen_prob, slippery=slippery, max_steps=max_steps, map_name=map_name
-        )
-        RandomMapFrozenLake(**self.settings)  # validate early, with the user's values in the message
-
-    def make_env(self) -> RandomMapFrozenLake:
-        return RandomMapFrozenLake(**self.settings)
+    def build_env(self, **settings: Any) -> RandomMapFrozenLake:
+        return RandomMapFrozenLake(**settings)
 
     def rules(self) -> str:
-        slip = (
-            " The ice is slippery: a move goes in the intended direction only one time in three, "
-            "otherwise to one of the two perpendicular directions."
-            if self.settings["slippery"]
-            else ""
-        )
-        return (
-            "You are playing Frozen Lake. Walk the player P to the goal G without stepping into a hole H. "
-            "Actions: left, down, right, up. Each action moves one cell; moving into the edge of the board "
-            f"leaves you in place.{slip} Reaching the goal gives reward 1; falling into a hole ends the game "
-            f"with reward 0. You have at most {self.settings['max_steps']} moves."
-        )
+        slip = SLIPPERY_RULE if self.settings["slippery"] else ""
+        return RULES.format(slip=slip, max_steps=self.settings["max_steps"])
 
     def render(self, env: gym.Env) -> str:
         lake: RandomMapFrozenLake = env.unwrapped  # type: ignore[assignment]

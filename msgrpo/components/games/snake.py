@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from msgrpo.errors import require
-from msgrpo.game import ActionParser, TextGame, grid_to_text
+from msgrpo.game import TextGame, grid_to_text
 
 ACTIONS = ["up", "down", "left", "right"]
 MOVES = [(0, 1), (0, -1), (-1, 0), (1, 0)]
@@ -332,8 +332,10 @@ class Snake(TextGame):
     """Snake with a text interface.
 
     Args:
-        width, height, num_apples, num_opponents, opponent, max_rounds, apple_reward, death_penalty,
-            step_reward, poison_apples: The :class:`SnakeEnv` settings.
+        **settings: The :class:`SnakeEnv` settings, by keyword (its signature is the one list of them; the
+            CLI shows them as ``--data.game.init_args.width`` and so on): ``width``, ``height``,
+            ``num_apples``, ``num_opponents``, ``opponent``, ``max_rounds``, ``apple_reward``,
+            ``death_penalty``, ``step_reward``, ``poison_apples``.
         format_penalty: Subtracted from the reward of a step whose text names no valid action.
         fallback: Action for such text: ``"first"`` (up) or ``"random"`` (Snake has no no-op).
         parser: Action parser (default: the ``<action>`` tag).
@@ -345,33 +347,8 @@ class Snake(TextGame):
     action_names = ACTIONS
     success_meaning = "your snake alive at the end"
 
-    def __init__(
-        self,
-        width: int = 10,
-        height: int = 10,
-        num_apples: int = 5,
-        num_opponents: int = 1,
-        opponent: Literal["random", "greedy"] = "random",
-        max_rounds: int = 8,
-        apple_reward: float = 1.0,
-        death_penalty: float = 0.0,
-        step_reward: float = 0.0,
-        poison_apples: int = 0,
-        format_penalty: float = 0.1,
-        fallback: Literal["first", "random"] = "first",
-        parser: ActionParser | None = None,
-        answer_format: str = "think",
-    ) -> None:
-        super().__init__(format_penalty=format_penalty, fallback=fallback, parser=parser, answer_format=answer_format)
-        self.settings = dict(
-            width=width, height=height, num_apples=num_apples, num_opponents=num_opponents, opponent=opponent,
-            max_rounds=max_rounds, apple_reward=apple_reward, death_penalty=death_penalty,
-            step_reward=step_reward, poison_apples=poison_apples,
-        )  # fmt: skip
-        SnakeEnv(**self.settings)  # validate early, with the user's values in the message
-
-    def make_env(self) -> SnakeEnv:
-        return SnakeEnv(**self.settings)
+    def build_env(self, **settings: Any) -> SnakeEnv:
+        return SnakeEnv(**settings)
 
     def rules(self) -> str:
         s = self.settings
