@@ -32,6 +32,13 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TAG_TOKENS = ["<think>", "</think>", "<action>", "</action>"]
 
 
+FROZEN_TOKENIZER = "tiny_tokenizer.json"
+"""The tiny preset's tokenizer as trained on the built-in games' text (``train_tiny_tokenizer(0, 512)``),
+frozen in ``msgrpo/assets``: rewording a game's rules never changes the token ids of existing checkpoints
+(checkpoints also record the tokenizer's :func:`~msgrpo.loading.tokenizer_fingerprint`)."""
+FROZEN_VOCAB_SIZE = 512
+
+
 @dataclass
 class TinySettings:
     """Shape of the tiny offline preset.
@@ -47,7 +54,7 @@ class TinySettings:
             tokens that describe the state (``benchmarks/README.md``, Frozen Lake).
     """
 
-    vocab_size: int = 512
+    vocab_size: int = FROZEN_VOCAB_SIZE
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -80,13 +87,6 @@ def _corpus(seed: int) -> list[str]:
                     break
         texts.extend(name for name in game.action_names for _ in range(32))  # bare names: one token each
     return texts
-
-
-FROZEN_TOKENIZER = "tiny_tokenizer.json"
-"""The tiny preset's tokenizer as trained on the built-in games' text (``train_tiny_tokenizer(0, 512)``),
-frozen in ``msgrpo/assets``: rewording a game's rules never changes the token ids of existing checkpoints
-(checkpoints also record the tokenizer's :func:`~msgrpo.loading.tokenizer_fingerprint`)."""
-FROZEN_VOCAB_SIZE = 512
 
 
 def build_tiny_tokenizer(seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE) -> PreTrainedTokenizerFast:
