@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--library", action=argparse.BooleanOptionalAction, default=True,
         help="also play the same episodes through transformers' generate and generate_batch",
     )  # fmt: skip
+    parser.add_argument(
+        "--batch-tokens", type=int, default=8192,
+        help="generate_batch's max_batch_tokens (its cache and logits are sized from it: 2048 for smollm2 "
+        "on a 24 GiB machine, where 8192 fails transformers' memory check)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import torch
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.library:
         for path in ("generate", "generate_batch"):
-            library = LibraryGenerate(policy, path)
+            library = LibraryGenerate(policy, path, batch_tokens=args.batch_tokens)
             run_engine(library, warm, seeds[:2], 2, args.seed)  # its own warm-up
             runs[f"hf_{path}"] = lambda library=library: run_engine(library, game, seeds, args.group_size, args.seed)
     best: dict[str, dict] = {}
