@@ -150,11 +150,14 @@ class TextGame(ABC):
         self.answer_format_name = answer_format
         self.fallback = fallback
         self.parser = parser or TagParser()
-        if settings or type(self).build_env is not TextGame.build_env:
+        if settings or self._builds_env():
             env = self.build_env(**settings)  # validates early, with the user's values in the message
-            bound = inspect.signature(type(env.unwrapped)).bind(**settings)
-            bound.apply_defaults()
-            self.settings = dict(bound.arguments)
+            try:  # in full: the env's defaults filled in from its signature
+                bound = inspect.signature(type(env.unwrapped)).bind(**settings)
+                bound.apply_defaults()
+                self.settings = dict(bound.arguments)
+            except TypeError:  # settings that are not the env's own (a wrapper's): kept as given
+                self.settings = dict(settings)
 
     # ----- what a game defines -------------------------------------------------------------------
     def build_env(self, **settings: Any) -> gym.Env:
@@ -168,9 +171,12 @@ class TextGame(ABC):
         """
         raise TypeError(f"{type(self).__name__} takes no env settings (got {sorted(settings)})")
 
+    def _builds_env(self) -> bool:
+        return type(self).build_env is not TextGame.build_env
+
     def make_env(self) -> gym.Env:
         """Build a fresh gymnasium env with a ``Discrete(len(action_names))`` action space."""
-        if type(self).build_env is TextGame.build_env:
+        if not self._builds_env():
             raise NotImplementedError(f"{type(self).__name__} defines neither make_env() nor build_env()")
         return self.build_env(**self.settings)
 

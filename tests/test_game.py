@@ -123,9 +123,11 @@ class LongCorridor(Corridor):
     """The corridor with a configurable goal cell."""
 
     def __init__(self, length: int = 3, slope: float = 0.0):
-        """Args:
-        length: The goal cell.
-        slope: Unused.
+        """The corridor.
+
+        Args:
+            length: The goal cell.
+            slope: Unused.
         """
         super().__init__()
         self.length = length
@@ -152,6 +154,14 @@ def test_env_settings_through_build_env():
         LongCorridorGame(lenght=5)  # a typo fails at construction, not at the first rollout
     with pytest.raises(TypeError, match="CorridorGame takes no env settings"):
         CorridorGame(length=5)
+
+    class WrappedCorridorGame(LongCorridorGame):  # a wrapper's setting: not in the env's signature
+        def build_env(self, max_episode_steps=10, **settings):
+            return gym.wrappers.TimeLimit(LongCorridor(**settings), max_episode_steps=max_episode_steps)
+
+    wrapped = WrappedCorridorGame(max_episode_steps=4, length=5)
+    assert wrapped.settings == {"max_episode_steps": 4, "length": 5}  # kept as given
+    assert wrapped.make_env().unwrapped.length == 5 and wrapped.with_settings(length=2).make_env().unwrapped.length == 2
 
     class NoEnv(TextGame):
         rules = render = CorridorGame.rules
