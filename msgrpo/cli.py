@@ -214,17 +214,19 @@ class MSGRPOCLI(LightningCLI):
             legend = f" (success = {game.success_meaning})" if meaning else ""
             names = ", ".join(references)
             print(
-                f"Last evaluation{legend}, with the reference players ({names}) on the same seeds:\n"
+                f"Last evaluation{legend}, with the reference players ({names}) on the same seeds and more:\n"
                 + format_table(module.eval_results, references),
                 flush=True,
             )
 
     def _references(self, results: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
-        """The game's reference players (no model: cheap) on the evaluated scenarios' seeds."""
+        """The game's reference players (no model: cheap) on the evaluated scenarios' seeds and, up to the
+        data module's ``reference_episodes``, the ones after them."""
         from msgrpo.evaluation import summarize
         from msgrpo.reference import play_reference
 
-        panel = [s for s in getattr(self.datamodule, "panel", []) if s.name in results]
+        data = self.datamodule
+        panel = [s for s in getattr(data, "reference_panel", getattr(data, "panel", [])) if s.name in results]
         if not panel:
             return {}
         policies = panel[0].game.reference_policies()

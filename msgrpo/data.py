@@ -78,6 +78,10 @@ class RolloutDataModule(L.LightningDataModule):
         eval_scenarios: Scenario names for validation/test (default: all of the game's scenarios).
         eval_episodes: Episodes per scenario.
         eval_seed: First reset seed of the evaluation panel.
+        reference_episodes: Episodes per scenario for the game's reference players (random, optimal or
+            scripted: no model, so cheap) in the end-of-fit summary, on the panel's seeds and the ones
+            after them. More episodes than the model's make the reference's mean nearly exact, so the
+            trained policy's margin over it is limited by its own evaluation only. Default 1000.
         train_scenarios: Train on a mixture of the game's scenarios (names from
             :meth:`~msgrpo.game.TextGame.scenarios`): the groups of an iteration cycle through them, so
             every iteration plays each setting (e.g. Snake's ``[train, poison, two-opponents]``). None
@@ -105,6 +109,7 @@ class RolloutDataModule(L.LightningDataModule):
         eval_seed: int = PANEL_SEED,
         log_episodes: int = 0,
         train_scenarios: list[str] | None = None,
+        reference_episodes: int = 1000,
     ) -> None:
         super().__init__()
         require(group_size >= 2, "group_size", ">= 2 (group-relative advantages)", group_size)
@@ -124,6 +129,7 @@ class RolloutDataModule(L.LightningDataModule):
         )
         require(eval_episodes >= 1, "eval_episodes", ">= 1", eval_episodes)
         require(log_episodes >= 0, "log_episodes", ">= 0", log_episodes)
+        require(reference_episodes >= 1, "reference_episodes", ">= 1", reference_episodes)
         self.game = game
         self.credit_assigner = credit_assigner or EpisodeReturn()
         self.sampler = sampler or AbsoluteAdvantageWeighted(num_episodes=max(1, num_groups * group_size // 2))
@@ -142,6 +148,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.env_step_timeout_s = env_step_timeout_s
         try:
             self.panel: list[Scenario] = build_panel(game, eval_scenarios, eval_episodes, eval_seed)
+            self.reference_panel = build_panel(game, eval_scenarios, reference_episodes, eval_seed)
         except ValueError as err:
             raise ConfigError(f"eval_scenarios: {err}", setting="eval_scenarios") from err
         self.last_episodes: list[Episode] = []
@@ -150,7 +157,9 @@ class RolloutDataModule(L.LightningDataModule):
         available = game.scenarios()
         unknown = [n for n in train_scenarios or [] if n not in available]
         require(not unknown and train_scenarios != [], "train_scenarios",
-                f"a non-empty list of {sorted(available)} or null", train_scenarios)  # fmt: skip
+                f"a non-empty list of {type(game).__name__}'s scenarios {sorted(available)} or null (null: "
+                "train on the game as configured; a recipe's list may name another game's)",
+                train_scenarios)  # fmt: skip
         self.train_games = [available[n] for n in train_scenarios] if train_scenarios else [game]
 
     @property

@@ -84,6 +84,24 @@ def summarize(episodes: Sequence[Episode]) -> dict[str, float]:
     }
 
 
+def margin_se(policy: dict[str, float], reference: dict[str, float]) -> float:
+    """How far ``policy``'s mean return is above ``reference``'s, in standard errors of the difference.
+
+    ``(mean_p - mean_r) / sqrt(se_p^2 + se_r^2)`` (the two sets of episodes are independent samples, of any
+    sizes): 3 or more is a clear win. When both standard errors are 0 (every episode of each scored the
+    same), any difference is exact: +-inf, and 0 for equal means.
+
+    Args:
+        policy: A :func:`summarize` summary (``return_mean``, ``return_stderr``).
+        reference: Another one, e.g. the random player's on the same scenario.
+    """
+    diff = policy["return_mean"] - reference["return_mean"]
+    se = math.hypot(policy["return_stderr"], reference["return_stderr"])
+    if se > 0:
+        return diff / se
+    return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+
+
 def format_table(
     results: dict[str, dict[str, float]], references: dict[str, dict[str, dict[str, float]]] | None = None
 ) -> str:
@@ -91,24 +109,38 @@ def format_table(
 
     Args:
         results: ``scenario -> summary`` of the policy evaluated.
-        references: ``reference policy -> scenario -> summary`` (e.g. random and optimal players on the
-            same seeds), printed under each scenario's row; None for the plain table.
+        references: ``reference policy -> scenario -> summary`` (e.g. random and optimal players, on the
+            same seeds and usually more of them: they need no model), printed under each scenario's row,
+            with the episode counts and, on the policy's row, its margin over the random player in
+            standard errors (:func:`margin_se`); None for the plain table.
     """
+    with_refs = references is not None
 
-    def row(first: str, policy: str | None, r: dict[str, float]) -> str:
+    def row(first: str, policy: str | None, r: dict[str, float], margin: str = "") -> str:
         ret = f"{r['return_mean']:.3f} ± {r['return_stderr']:.3f}"
         who = "" if policy is None else f" {policy:<8}"
         invalid = f"{r['invalid_action_rate']:>8.3f}" if "invalid_action_rate" in r else f"{'-':>8}"
-        return f"{first:<16}{who} {r['success_rate']:>8.3f} {ret:>16} {invalid} {r['episode_len']:>7.2f}"
+        line = f"{first:<16}{who} {r['success_rate']:>8.3f} {ret:>16} {invalid} {r['episode_len']:>7.2f}"
+        if with_refs:
+            line += f" {int(r.get('episodes', 0)):>8d} {margin:>10}"
+        return line.rstrip()
 
+    extra = f" {'episodes':>8} {'vs random':>10}" if with_refs else ""
     policy_col = "" if references is None else f" {'policy':<8}"
-    header = f"{'scenario':<16}{policy_col} {'success':>8} {'return':>16} {'invalid':>8} {'length':>7}"
+    header = f"{'scenario':<16}{policy_col} {'success':>8} {'return':>16} {'invalid':>8} {'length':>7}{extra}"
     lines = [header, "-" * len(header)]
+    random = (references or {}).get("random", {})
     for name, r in results.items():
-        lines.append(row(name, None if references is None else "trained", r))
+        margin = f"{margin_se(r, random[name]):+.1f} SE" if name in random else ""
+        lines.append(row(name, None if references is None else "trained", r, margin))
         for policy, by_scenario in (references or {}).items():
             if name in by_scenario:
                 lines.append(row("", policy, by_scenario[name]))
+    if random:
+        lines.append(
+            "(vs random: the mean return's margin over the random player's, in standard errors of the "
+            "difference; 3 or more is a clear win)"
+        )
     return "\n".join(lines)
 
 

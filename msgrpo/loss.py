@@ -7,7 +7,7 @@ Per completion token ``t`` of sample ``b`` with advantage ``A_b``::
     pg       = -min(ratio * A_b, clip(ratio, 1 - eps_low, 1 + eps_high) * A_b)
     d        = clamp(ref_full - logp_full, -20, 20)                   # untruncated distribution
     kl       = exp(d) - d - 1                                         # k3 estimator, >= 0
-    loss_tok = pg + kl_coef * kl - entropy_coef * entropy             # entropy of the sampling dist.
+    loss_tok = pg + kl_coef * kl - entropy_coef * min(entropy, entropy_target)   # sampling dist.'s entropy
 
 aggregated as a token mean (every token of the mini-batch weighs the same) or a sequence mean (each
 sample's token mean, then the mean over samples).
@@ -93,6 +93,11 @@ class MSGRPOLoss(nn.Module):
         entropy_coef: Weight of an entropy bonus (0 = off): subtracts ``entropy_coef`` times the entropy
             of each completion token's next-token distribution, which keeps a policy trained from random
             weights from collapsing onto one answer before it has found the rewarding ones.
+        entropy_target: With ``entropy_coef > 0``: the bonus counts each token's entropy only up to this
+            many nats, so it is a floor, not a pull towards the uniform policy. A state whose distribution
+            is at least this spread out gets no entropy gradient; one below it is pushed back up, so a
+            policy cannot become deterministic (which makes every episode of a group the same and every
+            advantage 0: no learning signal is left). None = the plain bonus on the whole entropy.
     """
 
     def __init__(
@@ -102,12 +107,20 @@ class MSGRPOLoss(nn.Module):
         kl_coef: float = 0.0,
         aggregation: Literal["token-mean", "sequence-mean"] = "token-mean",
         entropy_coef: float = 0.0,
+        entropy_target: float | None = None,
     ) -> None:
         super().__init__()
         require(clip_eps > 0, "clip_eps", "> 0", clip_eps)
         require(clip_eps_high is None or clip_eps_high > 0, "clip_eps_high", "> 0 or null", clip_eps_high)
         require(kl_coef >= 0, "kl_coef", ">= 0", kl_coef)
         require(entropy_coef >= 0, "entropy_coef", ">= 0", entropy_coef)
+        require(entropy_target is None or entropy_target > 0, "entropy_target", "> 0 (nats) or null", entropy_target)
+        require(
+            entropy_target is None or entropy_coef > 0,
+            "entropy_target",
+            "null unless entropy_coef > 0 (the floor is the entropy bonus's cap; without a bonus it does nothing)",
+            entropy_target,
+        )
         require(
             aggregation in ("token-mean", "sequence-mean"),
             "aggregation",
@@ -119,6 +132,7 @@ class MSGRPOLoss(nn.Module):
         self.kl_coef = kl_coef
         self.aggregation = aggregation
         self.entropy_coef = entropy_coef
+        self.entropy_target = entropy_target
 
     def forward(
         self,
@@ -179,7 +193,8 @@ class MSGRPOLoss(nn.Module):
         if self.entropy_coef > 0:
             if entropy is None:
                 raise ValueError("entropy_coef > 0 needs the entropy")
-            per_token = per_token - self.entropy_coef * keep(entropy)
+            bonus = entropy if self.entropy_target is None else entropy.clamp(max=self.entropy_target)
+            per_token = per_token - self.entropy_coef * keep(bonus)
         n_real = int(real.sum())
         if self.aggregation == "token-mean":
             denom = float(num_tokens if num_tokens is not None else max(n_real, 1))

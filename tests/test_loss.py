@@ -114,6 +114,31 @@ def test_entropy_bonus_by_hand():
     assert off.loss.item() == 0.0  # coefficient 0: entropy is ignored
 
 
+def test_entropy_target_is_a_floor_by_hand():
+    # Token entropies 0.2 and 1.5 with a 0.5-nat target: the bonus counts min(H, 0.5) = 0.2 and 0.5, token
+    # mean 0.35; only the token below the floor gets a gradient (-coef / num_tokens = -0.05).
+    new = torch.zeros(1, 2)
+    entropy = torch.tensor([[0.2, 1.5]], requires_grad=True)
+    loss = MSGRPOLoss(entropy_coef=0.1, entropy_target=0.5)
+    out = loss(new, new.clone(), torch.tensor([0.0]), torch.ones(1, 2), entropy=entropy)
+    assert out.loss.item() == pytest.approx(-0.1 * 0.35)
+    out.loss.backward()
+    assert entropy.grad.flatten().tolist() == pytest.approx([-0.05, 0.0])
+    # a padded token below the floor gets nothing either
+    entropy.grad = None
+    out = loss(new, new.clone(), torch.tensor([0.0]), torch.tensor([[1.0, 0.0]]), entropy=entropy)
+    assert out.loss.item() == pytest.approx(-0.1 * 0.2)
+    out.loss.backward()
+    assert entropy.grad.flatten().tolist() == pytest.approx([-0.1, 0.0])
+
+
+def test_entropy_target_needs_a_bonus_and_a_positive_value():
+    with pytest.raises(ConfigError, match="entropy_target.*entropy_coef"):
+        MSGRPOLoss(entropy_target=0.5)
+    with pytest.raises(ConfigError, match="entropy_target"):
+        MSGRPOLoss(entropy_coef=0.1, entropy_target=0.0)
+
+
 def test_entropy_bonus_needs_entropy_and_is_non_negative():
     with pytest.raises(ValueError, match="entropy"):
         MSGRPOLoss(entropy_coef=0.1)(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1), torch.ones(1, 1))

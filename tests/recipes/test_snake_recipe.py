@@ -37,6 +37,10 @@ def test_main_command_shows_progress_and_a_summary(tmp_path):
     # the trained policy's rows next to the reference players', on the same seeds
     assert "Last evaluation (success = your snake alive at the end), with the reference players (random, greedy)" in out
     assert "\n                 random " in out and "\n                 greedy " in out
+    # the references play data.reference_episodes (1,000) per scenario; the trained row has its margin
+    header = next(line for line in out.splitlines() if line.startswith("scenario ") and "vs random" in line)
+    assert header.split()[-3:] == ["episodes", "vs", "random"]
+    assert "    1000\n" in out and " SE\n" in out
     for scenario in ("default-8", "long-20", "poison", "two-opponents"):
         assert f"\n{scenario} " in out, scenario
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
