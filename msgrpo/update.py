@@ -100,6 +100,11 @@ class UpdateStats:
         loss: Summed normalised loss (the mini-batch loss).
         policy: Summed normalised policy-gradient loss.
         kl, clip_frac, approx_kl, ratio, support_exit, entropy: Token-weighted sums of the per-token means.
+        advantage: Sum of the advantages at the real tokens. Its token mean (``loss/advantage_mean``) is the
+            update's net push on whatever was sampled: 0 when the advantages are centred over the trained
+            tokens; positive when long episodes are the better ones and each episode is centred once
+            (``EpisodeReturn(stats_over="episodes")``: a survivor's 8 steps against a loser's 3), which
+            makes every sampled move more likely, right or wrong, and drains entropy without learning.
         onpolicy_error: Largest ``|log ratio|`` seen.
         finite: Every micro-batch loss was finite.
     """
@@ -113,13 +118,17 @@ class UpdateStats:
     ratio: float = 0.0
     support_exit: float = 0.0
     entropy: float = 0.0
+    advantage: float = 0.0
     onpolicy_error: float = 0.0
     finite: bool = field(default=True)
 
-    TOKEN_MEANS = ("kl", "clip_frac", "approx_kl", "ratio", "support_exit", "entropy")
+    TOKEN_MEANS = ("kl", "clip_frac", "approx_kl", "ratio", "support_exit", "entropy", "advantage")
 
-    def add(self, out: LossOutput, entropy: torch.Tensor, mask: torch.Tensor) -> None:
-        """Add one micro-batch's loss output and its per-sample entropies ``[B, C]`` (real tokens: ``mask``)."""
+    def add(
+        self, out: LossOutput, entropy: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor | None = None
+    ) -> None:
+        """Add one micro-batch's loss output, its per-sample entropies ``[B, C]`` (real tokens: ``mask``)
+        and its samples' advantages ``[B]``."""
         n = out.num_tokens
         self.tokens += n
         self.loss += float(out.loss.detach())
@@ -133,6 +142,8 @@ class UpdateStats:
         ):
             setattr(self, name, getattr(self, name) + float(value) * n)
         self.entropy += float(torch.where(mask.bool(), entropy.detach(), 0.0).sum())
+        if advantages is not None:
+            self.advantage += float((advantages.reshape(-1, 1) * mask).sum())
         self.onpolicy_error = max(self.onpolicy_error, float(out.max_abs_log_ratio))
 
     def mean(self, name: str) -> float:
@@ -142,7 +153,7 @@ class UpdateStats:
     def metrics(self) -> dict[str, float]:
         """``loss/*`` metrics of this update."""
         out = {"loss/total": self.loss, "loss/policy": self.policy}
-        names = {"ratio": "ratio_mean", "support_exit": "support_exit_frac"}
+        names = {"ratio": "ratio_mean", "support_exit": "support_exit_frac", "advantage": "advantage_mean"}
         out.update({f"loss/{names.get(n, n)}": self.mean(n) for n in self.TOKEN_MEANS})
         return out
 
@@ -174,7 +185,7 @@ def accumulate(
             if stop_at_nonfinite:
                 break
         backward(out.loss)
-        stats.add(out, entropy, micro.completion_mask)
+        stats.add(out, entropy, micro.completion_mask, micro.advantages)
     return stats
 
 

@@ -66,6 +66,17 @@ def test_update_stats_token_means_by_hand():
     assert UpdateStats().mean("kl") == 0.0  # no token: no division by zero
 
 
+def test_update_stats_advantage_mean_counts_real_tokens():
+    # two samples: advantage +1 on 3 real tokens, -1 on 1 real token (padding not counted): (3 - 1) / 4
+    stats = UpdateStats()
+    out = MSGRPOLoss()(
+        torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([1.0, -1.0]), torch.tensor([[1, 1, 1], [1, 0, 0]]),
+        num_tokens=4, num_sequences=2,
+    )  # fmt: skip
+    stats.add(out, torch.zeros(2, 3), torch.tensor([[1, 1, 1], [1, 0, 0]]), torch.tensor([1.0, -1.0]))
+    assert stats.tokens == 4 and stats.metrics()["loss/advantage_mean"] == pytest.approx(0.5)
+
+
 def test_grads_finite(tiny_policy):
     assert grads_finite(tiny_policy)  # no gradient at all
     p = next(tiny_policy.parameters())
