@@ -124,9 +124,7 @@ class UpdateStats:
 
     TOKEN_MEANS = ("kl", "clip_frac", "approx_kl", "ratio", "support_exit", "entropy", "advantage")
 
-    def add(
-        self, out: LossOutput, entropy: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor | None = None
-    ) -> None:
+    def add(self, out: LossOutput, entropy: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> None:
         """Add one micro-batch's loss output, its per-sample entropies ``[B, C]`` (real tokens: ``mask``)
         and its samples' advantages ``[B]``."""
         n = out.num_tokens
@@ -142,8 +140,7 @@ class UpdateStats:
         ):
             setattr(self, name, getattr(self, name) + float(value) * n)
         self.entropy += float(torch.where(mask.bool(), entropy.detach(), 0.0).sum())
-        if advantages is not None:
-            self.advantage += float((advantages.reshape(-1, 1) * mask).sum())
+        self.advantage += float((advantages.reshape(-1, 1) * mask).sum())
         self.onpolicy_error = max(self.onpolicy_error, float(out.max_abs_log_ratio))
 
     def mean(self, name: str) -> float:
