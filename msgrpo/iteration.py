@@ -5,6 +5,7 @@
              --> sampler (weights: mean |A_t| per episode) --> chosen episodes (x importance weights)
              --> one single-turn sample per chosen step --> shuffled mini-batches of micro-batches
              --> (KL penalty) reference log-probs of every sample
+             --> (reduced precision) the samples' rollout log-probs re-scored as the update scores them
 
 :func:`run_iteration` is the whole page; :func:`build_iteration` is its pure middle (no model). What the
 rollout needs of the training module is written down as :class:`RolloutHost`; the update comes after it
@@ -38,10 +39,13 @@ class RolloutHost(Protocol):
     Attributes:
         policy: The policy to play and score with.
         needs_reference: Whether samples need reference log-probs (a KL penalty).
+        rescores_old_logprobs: Whether the samples' old log-probs are re-scored by the update's own
+            whole-sequence pass (see :func:`rescore_old_logprobs`).
     """
 
     policy: LanguagePolicy
     needs_reference: bool
+    rescores_old_logprobs: bool
 
     def lockstep(self) -> AbstractContextManager[LanguagePolicy]:
         """The policy to play episodes with (under sharding: every rank makes the same generate calls)."""
@@ -107,11 +111,17 @@ def run_iteration(
     batches = data.batches or [MiniBatch([], num_tokens=0, num_sequences=0)]
     if equalize is not None:
         equalize(batches)
-    if host.needs_reference:
+    mismatch = None
+    if host.needs_reference or host.rescores_old_logprobs:
         start = time.perf_counter()
-        host.run_sharded(lambda: attach_reference(host.policy, batches))
+        if host.needs_reference:
+            host.run_sharded(lambda: attach_reference(host.policy, batches))
+        if host.rescores_old_logprobs:
+            mismatch = host.run_sharded(lambda: rescore_old_logprobs(host.policy, batches))
         timing.total_s += time.perf_counter() - start
-    batches[0].rollout_stats = RolloutStats.of(episodes, timing.total_s, timing.forward_s, timing.generated_tokens)
+    stats = RolloutStats.of(episodes, timing.total_s, timing.forward_s, timing.generated_tokens)
+    stats.logprob_mismatch = mismatch
+    batches[0].rollout_stats = stats
     return batches, episodes
 
 
@@ -123,6 +133,34 @@ def attach_reference(policy: LanguagePolicy, batches: list[MiniBatch]) -> None:
         for micro in mini.micro_batches:
             ref = policy.reference_logprobs(move_data_to_device(micro, policy.device)).cpu()  # [U, C]
             micro.ref_logprobs = micro.per_sample(ref)
+
+
+@torch.no_grad()
+def rescore_old_logprobs(policy: LanguagePolicy, batches: list[MiniBatch]) -> float:
+    """Replace every micro-batch's ``old_logprobs`` (``[B, C]``, from the rollout's one-token-at-a-time
+    decoding) by the policy's own whole-sequence scores, the pass the update makes.
+
+    In float32 the two agree to float error; in bf16 they round differently (measured on CPUs with
+    AMX-BF16: up to 5.5e-3 in log-prob on a tiny model), so the first update's importance ratio would not
+    be 1 and the clip would act on rounding noise. The tokens were still sampled from the rollout's
+    numbers; this is the same re-scoring verl does by default. A token the re-scoring puts outside a
+    truncated support (``-inf``) keeps its rollout log-prob.
+
+    Returns:
+        The largest ``|rescored - rollout|`` over real completion tokens (``rollout/logprob_mismatch``).
+    """
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    worst = 0.0
+    for mini in batches:
+        for micro in mini.micro_batches:
+            scores = policy.sampling_logprobs(move_data_to_device(micro, policy.device))  # [U, C]
+            new = micro.per_sample(scores.float().cpu())  # [B, C]
+            real = micro.completion_mask.bool() & torch.isfinite(new)
+            if real.any():
+                worst = max(worst, float((new - micro.old_logprobs).abs()[real].max()))
+            micro.old_logprobs = torch.where(real, new, micro.old_logprobs)
+    return worst
 
 
 @dataclass

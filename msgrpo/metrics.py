@@ -31,6 +31,8 @@ class RolloutMetrics(nn.ModuleDict):
             module.log(f"rollout/{name}", self[name], prog_bar=name in ("success_rate", "return_mean"))
         module.log("rollout/return_std", stats.returns.std(unbiased=False))
         module.log("rollout/distinct_completions", stats.distinct)
+        if stats.logprob_mismatch is not None:
+            module.log("rollout/logprob_mismatch", stats.logprob_mismatch, reduce_fx="max")
         module.log("perf/rollout_s", stats.rollout_s)
         module.log("perf/rollout_tokens_per_s", stats.generated_tokens / max(stats.rollout_s, 1e-9))
         module.log("perf/model_time_share", stats.forward_s / max(stats.rollout_s, 1e-9))

@@ -84,6 +84,12 @@ class MSGRPOModule(L.LightningModule):
         rollback_retries: Smaller steps tried after an overshoot (0: undo and stop at once).
         transcripts: Episodes per scenario whose transcripts every evaluation writes under the log dir
             (``transcripts/eval.jsonl``; to TensorBoard too, with the boards as pictures). 0 = none.
+        rescore_old_logprobs: Re-score the rollout's tokens with the update's whole-sequence pass before
+            the updates and use those as the old log-probs (:func:`msgrpo.iteration.rescore_old_logprobs`;
+            one extra no-grad forward pass per trained sample). None = automatic: on under a reduced
+            trainer precision (``bf16-*``, ``16-*``), where incremental decoding and whole-sequence scoring
+            round differently and the first update's ratio would otherwise not be 1; off in float32,
+            where they agree. ``rollout/logprob_mismatch`` logs the largest difference it removed.
 
     A mini-batch whose advantages are all 0 (and no KL or entropy term) makes no optimizer step: Adam
     would still move the weights through its momentum and weight decay (``loss/no_signal_updates``).
@@ -102,6 +108,7 @@ class MSGRPOModule(L.LightningModule):
         rollback_kl: float | None = None,
         rollback_retries: int = 3,
         transcripts: int = 2,
+        rescore_old_logprobs: bool | None = None,
     ) -> None:
         super().__init__()
         require(max_grad_norm is None or max_grad_norm > 0, "max_grad_norm", "> 0 or null", max_grad_norm)
@@ -122,6 +129,7 @@ class MSGRPOModule(L.LightningModule):
         self.max_grad_norm = max_grad_norm
         self.eval_greedy = eval_greedy
         self.transcripts = transcripts
+        self.rescore_old_logprobs = rescore_old_logprobs
         self.guard = NonFiniteGuard(max_bad_updates)
         self.target_kl = target_kl
         self.trust_region = TrustRegion(rollback_kl, rollback_retries) if rollback_kl is not None else None
@@ -137,6 +145,15 @@ class MSGRPOModule(L.LightningModule):
     def needs_reference(self) -> bool:
         """Whether step samples need reference log-probs (a KL penalty)."""
         return self.loss.kl_coef > 0
+
+    @property
+    def rescores_old_logprobs(self) -> bool:
+        """Whether the rollout's log-probs are re-scored before the updates (``rescore_old_logprobs``;
+        automatic: when the trainer's precision is not 32- or 64-bit)."""
+        if self.rescore_old_logprobs is not None:
+            return self.rescore_old_logprobs
+        trainer = self._trainer
+        return trainer is not None and not str(trainer.precision).startswith(("32", "64"))
 
     @property
     def fixed_generation_steps(self) -> bool:

@@ -274,6 +274,13 @@ class LanguagePolicy(nn.Module):
         return self._score(self.model, batch, with_entropy=True, entropy_grad=entropy_grad)
 
     @torch.no_grad()
+    def sampling_logprobs(self, batch: MicroBatch) -> torch.Tensor:
+        """The completion tokens' log-probs under the sampling distribution, scored as the update scores
+        them (one whole-sequence pass, no gradient). ``[U, C]``, 0 at padding, ``-inf`` outside a truncated
+        support."""
+        return self._score(self.model, batch, with_entropy=False).logprobs
+
+    @torch.no_grad()
     def reference_logprobs(self, batch: MicroBatch) -> torch.Tensor:
         """Completion log-probs under the reference policy (the adapter-disabled base under LoRA, the
         frozen initial copy otherwise), without top-k/top-p truncation (allowed tokens and temperature

@@ -184,6 +184,8 @@ class RolloutStats:
         rollout_s: Wall seconds of the rollout (reference scoring included).
         forward_s: Seconds inside model forward passes.
         generated_tokens: Completion tokens generated.
+        logprob_mismatch: Largest ``|log-prob|`` difference between the rollout's decoding and the
+            update's re-scoring of the same tokens (None when not re-scored).
     """
 
     returns: torch.Tensor
@@ -195,6 +197,7 @@ class RolloutStats:
     rollout_s: float
     forward_s: float
     generated_tokens: int
+    logprob_mismatch: float | None = None
 
     @classmethod
     def of(cls, episodes: list[Episode], rollout_s: float, forward_s: float, generated_tokens: int) -> RolloutStats:

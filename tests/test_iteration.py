@@ -80,3 +80,36 @@ def test_importance_weights_scale_the_drawn_episodes_advantages():
         assert len(data.chosen) == 3 and 0 in data.chosen.tolist()
         trained = sorted(float(a) for b in data.batches for m in b.micro_batches for a in m.advantages)
         assert trained == pytest.approx([-0.5590, -0.5590, 1.1180], abs=1e-4)
+
+
+class _ScoringPolicy:
+    """Scores every distinct row with fixed log-probs (``[U, C]``), as the update's pass would."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        self.scores = scores
+
+    def sampling_logprobs(self, batch):
+        return self.scores
+
+
+def test_rescoring_replaces_old_logprobs_and_reports_the_largest_change():
+    from msgrpo.iteration import rescore_old_logprobs
+    from msgrpo.types import MicroBatch, MiniBatch
+
+    # three samples on two distinct rows (samples 0 and 2 share row 0); completions of length 2 and 1
+    micro = MicroBatch(
+        input_ids=torch.tensor([[5, 6, 7, 8], [5, 6, 9, 0]]),
+        attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+        completion_mask=torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]),
+        old_logprobs=torch.tensor([[-1.0, -2.0], [-0.5, 0.0], [-1.0, -2.0]]),
+        advantages=torch.tensor([1.0, -1.0, 1.0]),
+        rows=torch.tensor([0, 1, 0]),
+    )
+    # row 0 re-scores to -1.004, -2.0; row 1's token falls outside a truncated support (-inf): kept
+    scores = torch.tensor([[-1.004, -2.0], [float("-inf"), 0.0]])
+    worst = rescore_old_logprobs(_ScoringPolicy(scores), [MiniBatch([micro], num_tokens=5, num_sequences=3)])
+    expected = torch.tensor([[-1.004, -2.0], [-0.5, 0.0], [-1.004, -2.0]])
+    assert torch.allclose(micro.old_logprobs, expected)
+    assert worst == pytest.approx(0.004, abs=1e-6)
