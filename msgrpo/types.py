@@ -181,7 +181,7 @@ class RolloutStats:
         invalid: ``[E]`` steps whose completion named no valid action.
         error: ``[E]`` 1.0 when the environment raised.
         distinct: Share of distinct completion texts among all steps.
-        rollout_s: Wall seconds of the rollout (reference scoring included).
+        rollout_s: Wall seconds of the rollout (reference scoring and re-scoring included).
         forward_s: Seconds inside model forward passes.
         generated_tokens: Completion tokens generated.
         logprob_mismatch: Largest ``|log-prob|`` difference between the rollout's decoding and the

@@ -99,3 +99,13 @@ def test_fsdp2_full_finetune_with_kl_shards_the_reference_too(tmp_path):
     assert r0["train_forwards"] == r1["train_forwards"] > 0
     kl = r0["metrics"]["loss/kl"]
     assert kl == r1["metrics"]["loss/kl"] and 0 < kl < 1  # the policy moved a little away from its anchor
+
+
+def test_ddp_bf16_rescores_and_first_update_is_on_policy(tmp_path):
+    # reduced precision re-scores the rollout's tokens on every rank (automatic): the ranks stay identical,
+    # the weights move and the last iteration's first update has ratio 1
+    r0, r1 = run_worker(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.precision=bf16-mixed")
+    assert r0["param_sha256"] == r1["param_sha256"] != r0["initial_param_sha256"]
+    for report in (r0, r1):
+        assert 0 <= report["metrics"]["rollout/logprob_mismatch"] < 0.05
+        assert report["metrics"]["loss/onpolicy_error"] <= 1e-4
