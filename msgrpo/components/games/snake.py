@@ -62,6 +62,12 @@ class SnakeEnv(gym.Env):
         death_penalty: Extra penalty on death: dying gives ``-1 - death_penalty``.
         step_reward: Reward for every round the learner survives.
         poison_apples: How many of the ``num_apples`` apples are poison.
+        surroundings: Text only (the game's rules do not change): :class:`Snake` also says, last in the
+            observation, what is on the four cells next to your head (``Next to your head: up free, down
+            wall, left your body, right apple.``, words from :data:`NEIGHBOUR_WORDS`). The same facts as
+            the grid, read out where the answer is given: a model trained from scratch learns to avoid
+            walls and bodies much sooner from it (``benchmarks/README.md``). Off by default: the
+            observation of the paper's Snake.
     """
 
     metadata = {"render_modes": []}
@@ -78,6 +84,7 @@ class SnakeEnv(gym.Env):
         death_penalty: float = 0.0,
         step_reward: float = 0.0,
         poison_apples: int = 0,
+        surroundings: bool = False,
     ) -> None:
         require(width >= 2, "width", ">= 2", width)
         require(height >= 2, "height", ">= 2", height)
@@ -99,6 +106,7 @@ class SnakeEnv(gym.Env):
         self.num_opponents, self.opponent = num_opponents, opponent
         self.max_rounds = max_rounds
         self.apple_reward, self.death_penalty, self.step_reward = apple_reward, death_penalty, step_reward
+        self.surroundings = surroundings
         self.observation_space = gym.spaces.Box(0, OPPONENT_BODY, shape=(height, width), dtype=np.int8)
         self.action_space = gym.spaces.Discrete(len(ACTIONS))
         self.snakes: list[list[Cell]] = []
@@ -328,6 +336,26 @@ def _cells(game: SnakeEnv, opponent_head: Callable[[int], str]) -> list[list[str
     return cells
 
 
+#: How :class:`Snake` (``surroundings=True``) names what is on a cell next to your head, by grid letter.
+NEIGHBOUR_WORDS = {".": "free", "A": "apple", "X": "poison", "y": "your body", "o": "opponent body"}
+
+
+def neighbours_text(game: SnakeEnv, rows: list[list[str]]) -> str:
+    """``Next to your head: up free, down wall, left your body, right opponent head.``
+
+    Args:
+        game: The env (its learner alive).
+        rows: Its cells from :func:`_cells`, ``rows[y][x]`` (opponent heads as digits).
+    """
+    hx, hy = game.snakes[0][0]
+    parts = []
+    for name, (dx, dy) in zip(ACTIONS, MOVES, strict=True):
+        x, y = hx + dx, hy + dy
+        what = "wall" if not game.inside((x, y)) else NEIGHBOUR_WORDS.get(rows[y][x], "opponent head")
+        parts.append(f"{name} {what}")
+    return f"Next to your head: {', '.join(parts)}."
+
+
 class Snake(TextGame):
     """Snake with a text interface.
 
@@ -335,10 +363,12 @@ class Snake(TextGame):
         **settings: The :class:`SnakeEnv` settings, by keyword (its signature is the one list of them; the
             CLI shows them as ``--data.game.init_args.width`` and so on): ``width``, ``height``,
             ``num_apples``, ``num_opponents``, ``opponent``, ``max_rounds``, ``apple_reward``,
-            ``death_penalty``, ``step_reward``, ``poison_apples``.
+            ``death_penalty``, ``step_reward``, ``poison_apples``, ``surroundings`` (the last one changes
+            only the text: see :class:`SnakeEnv`).
         format_penalty: Subtracted from the reward of a step whose text names no valid action.
         fallback: Action for such text: ``"first"`` (up) or ``"random"`` (Snake has no no-op).
         parser: Action parser (default: the ``<action>`` tag).
+        answer_format: The instruction after every observation (see :class:`~msgrpo.game.TextGame`).
 
     An episode is a success when the learner is alive at its end: it survived the round limit, or every
     opponent died first.
@@ -397,6 +427,8 @@ class Snake(TextGame):
         lines.append(f"Grid (top row is y = {game.height - 1}):\n{grid_to_text(rows[::-1])}")
         if game.alive[0]:  # the cell every move is taken from, last: right before the answer
             lines.append(f"Your head is at {_fmt(game.snakes[0][:1])}.")
+            if game.surroundings:
+                lines.append(neighbours_text(game, rows))
         return "\n".join(lines)
 
     def is_success(self, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool:

@@ -208,6 +208,31 @@ def test_render_hand_made_state_exactly():
     assert "8 rounds" in rules and "poison" in rules
 
 
+def test_surroundings_name_the_four_neighbours_by_hand():
+    game = Snake(width=5, height=5, num_apples=3, num_opponents=2, poison_apples=1, surroundings=True)
+    env = game.make_env()
+    game.reset(env, 0)
+    # head (1, 1): up (1, 2) apple, down (1, 0) own body, left (0, 1) opponent 2's head, right (2, 1) poison
+    env.unwrapped.set_state([[(1, 1), (1, 0)], [(3, 3), (3, 2)], [(0, 1)]], [(1, 2), (4, 4)], [(2, 1)])
+    lines = game.render(env).splitlines()
+    assert lines[-2] == "Your head is at (1, 1)."
+    assert lines[-1] == "Next to your head: up apple, down your body, left opponent head, right poison."
+    # head (0, 4) in the top-left corner: two walls, an opponent's body below, a free cell to the right
+    env.unwrapped.set_state([[(0, 4)], [(1, 3), (0, 3)], [(3, 0)]], [(2, 2), (4, 4)], [(2, 0)])
+    assert game.render(env).splitlines()[-1] == "Next to your head: up wall, down opponent body, left wall, right free."
+    # off by default, kept by every scenario of the panel, and only the text changes
+    assert all(g.settings["surroundings"] for g in game.scenarios().values())
+    plain = Snake(width=5, height=5, num_apples=3, num_opponents=2, poison_apples=1)
+    a, b = plain.make_env(), game.make_env()
+    assert (a.reset(seed=4)[0] == b.reset(seed=4)[0]).all()
+    assert "Next to your head" not in plain.render(a)
+    assert game.render(b) == plain.render(a) + "\n" + game.render(b).splitlines()[-1]
+    for action in (UP, LEFT, LEFT, DOWN):
+        oa, ra, *_ = a.step(action)
+        ob, rb, *_ = b.step(action)
+        assert (oa == ob).all() and ra == rb
+
+
 def test_parse_and_invalid_text_fallback_with_penalty():
     game = Snake(num_opponents=0, format_penalty=0.1)
     assert game.parse("<action>UP</action>") == UP
