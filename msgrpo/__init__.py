@@ -19,6 +19,7 @@ _LOCATIONS = {
     "MSGRPOModule": "msgrpo.module",
     "RolloutDataModule": "msgrpo.data",
     "MSGRPOCLI": "msgrpo.cli",
+    "PolicyAveraging": "msgrpo.averaging",
     "CreditAssigner": "msgrpo.components.credit",
     "EpisodeReturn": "msgrpo.components.credit",
     "EpisodeSampler": "msgrpo.components.samplers",

@@ -227,10 +227,20 @@ def test_surroundings_name_the_four_neighbours_by_hand():
     assert (a.reset(seed=4)[0] == b.reset(seed=4)[0]).all()
     assert "Next to your head" not in plain.render(a)
     assert game.render(b) == plain.render(a) + "\n" + game.render(b).splitlines()[-1]
-    for action in (UP, LEFT, LEFT, DOWN):
-        oa, ra, *_ = a.step(action)
-        ob, rb, *_ = b.step(action)
-        assert (oa == ob).all() and ra == rb
+    steps = 0
+    for action in (DOWN, DOWN, LEFT, UP, UP, UP, UP):  # five rounds alive, then up into the top wall
+        oa, ra, ta, *_ = a.step(action)
+        ob, rb, tb, *_ = b.step(action)
+        assert (oa == ob).all() and (ra, ta) == (rb, tb)
+        text, extra = plain.render(a), game.render(b)
+        if b.unwrapped.alive[0]:  # the neighbour line follows the same text after every round
+            assert extra.startswith(text + "\nNext to your head: ") and extra.count("\n") == text.count("\n") + 1
+        else:  # a dead snake has no head to describe
+            assert extra == text
+        steps += 1
+        if ta:
+            break
+    assert (steps, ra, b.unwrapped.alive[0]) == (6, -1.0, False)
 
 
 def test_parse_and_invalid_text_fallback_with_penalty():
