@@ -67,6 +67,18 @@ def _guarded(fn: Callable, seconds: float | None):
         return fn()
 
 
+def _by_game(live: list[int], game_of: Callable[[int], TextGame]) -> list[list[int]]:
+    """The live episodes split by their game, first appearance first (one bucket when all share one).
+
+    Each bucket is one generate call: prompts of one game share their long prefix (run once, see
+    :mod:`msgrpo.prefix`) and similar lengths (little padding), where a mixture's prompts share little.
+    """
+    buckets: dict[int, list[int]] = {}
+    for i in live:
+        buckets.setdefault(id(game_of(i)), []).append(i)
+    return list(buckets.values())
+
+
 def play(
     policy: LanguagePolicy,
     game: TextGame | Sequence[TextGame],
@@ -132,46 +144,47 @@ def play(
         for i in live:
             observe(i, episodes[i], envs[i])
     while live:
-        observations = [game_of(i).render(envs[i]) for i in live]
-        messages = [game_of(i).chat(obs) for i, obs in zip(live, observations)]
-        prompts = policy.encode(messages)
-        gen = policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=fixed_steps)
-        if timing is not None:
-            timing.forward_s += gen.forward_s
-            timing.generate_calls += 1
-            timing.generated_tokens += sum(int(c.numel()) for c in gen.completion_ids)
         still_live = []
-        for k, i in enumerate(live):
-            episode = episodes[i]
-            text = policy.response_prefix + gen.texts[k]
-            try:
-                result = _guarded(lambda: game_of(i).act(envs[i], text), env_step_timeout_s)  # noqa: B023
-            except Exception as err:  # an env fault ends this episode only
-                if on_env_error == "raise":
-                    raise
-                episode.error = f"{type(err).__name__}: {err}"
-                continue
-            episode.steps.append(
-                Step(
-                    observation=observations[k],
-                    prompt_ids=prompts[k],
-                    completion_ids=gen.completion_ids[k],
-                    logprobs=gen.logprobs[k],
-                    text=gen.texts[k],
-                    action=result.action,
-                    valid=result.valid,
-                    reward=result.reward,
+        for bucket in [live] if fixed_steps else _by_game(live, game_of):
+            observations = [game_of(i).render(envs[i]) for i in bucket]
+            messages = [game_of(i).chat(obs) for i, obs in zip(bucket, observations)]
+            prompts = policy.encode(messages)
+            gen = policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=fixed_steps)
+            if timing is not None:
+                timing.forward_s += gen.forward_s
+                timing.generate_calls += 1
+                timing.generated_tokens += sum(int(c.numel()) for c in gen.completion_ids)
+            for k, i in enumerate(bucket):
+                episode = episodes[i]
+                text = policy.response_prefix + gen.texts[k]
+                try:
+                    result = _guarded(lambda: game_of(i).act(envs[i], text), env_step_timeout_s)  # noqa: B023
+                except Exception as err:  # an env fault ends this episode only
+                    if on_env_error == "raise":
+                        raise
+                    episode.error = f"{type(err).__name__}: {err}"
+                    continue
+                episode.steps.append(
+                    Step(
+                        observation=observations[k],
+                        prompt_ids=prompts[k],
+                        completion_ids=gen.completion_ids[k],
+                        logprobs=gen.logprobs[k],
+                        text=gen.texts[k],
+                        action=result.action,
+                        valid=result.valid,
+                        reward=result.reward,
+                    )
                 )
-            )
-            episode.terminated, episode.truncated = result.terminated, result.truncated
-            if observe is not None:
-                observe(i, episode, envs[i])
-            if episode.done:
-                ended = (result.reward, result.terminated, result.truncated, result.info)
-                episode.success = game_of(i).is_success(*ended)
-            else:
-                still_live.append(i)
-        live = still_live
+                episode.terminated, episode.truncated = result.terminated, result.truncated
+                if observe is not None:
+                    observe(i, episode, envs[i])
+                if episode.done:
+                    ended = (result.reward, result.terminated, result.truncated, result.info)
+                    episode.success = game_of(i).is_success(*ended)
+                else:
+                    still_live.append(i)
+        live = sorted(still_live)
     if timing is not None:
         timing.total_s += time.perf_counter() - start
     return episodes

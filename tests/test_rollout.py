@@ -68,3 +68,25 @@ def test_each_group_can_play_its_own_setting(tiny_policy_factory):
     assert openings[0] == openings[1] and openings[2] == openings[3]  # a group shares its start
     with pytest.raises(ValueError, match="2 games for 3 groups"):
         play(policy, [one, two], [1, 2, 3], 1)
+
+
+def test_a_mixture_generates_game_by_game_and_plays_as_each_game_alone(tiny_policy_factory):
+    from msgrpo.components.games import Snake
+
+    policy = tiny_policy_factory(
+        max_new_tokens=1, response_prefix="<action>", allowed_tokens=["up", "down", "left", "right"]
+    )
+    one, two = Snake(num_opponents=1), Snake(num_opponents=2)
+    timing = RolloutTiming()
+    mixed = play(policy, [one, two, one], [5, 6, 7], 2, greedy=True, timing=timing)
+    alone_one = play(policy, one, [5, 7], 2, greedy=True)
+    alone_two = play(policy, two, [6], 2, greedy=True)
+    for a, b in zip([*mixed[:2], *mixed[4:], *mixed[2:4]], [*alone_one, *alone_two]):
+        assert [s.action for s in a.steps] == [s.action for s in b.steps]
+        assert torch.equal(a.steps[0].prompt_ids, b.steps[0].prompt_ids)
+        assert a.total_reward == b.total_reward
+    # one generate call per game and environment step (each call shares its own game's prompt prefix)
+    steps = {
+        id(g): max(e.length for e, h in zip(mixed, [one] * 2 + [two] * 2 + [one] * 2) if h is g) for g in (one, two)
+    }
+    assert timing.generate_calls == sum(steps.values())
