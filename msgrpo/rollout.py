@@ -95,8 +95,9 @@ def play(
     """Play ``len(group_seeds) x group_size`` episodes in lockstep.
 
     Every episode of group ``g`` is reset with ``group_seeds[g]``. At each environment step, every live
-    episode's current state is rendered, all prompts go through one batched generate call, and each
-    completion is interpreted and executed. Finished episodes leave the batch at once.
+    episode's current state is rendered, the prompts go through one batched generate call per game (one
+    call in all for a single game, or with ``fixed_steps``), and each completion is interpreted and
+    executed. Finished episodes leave the batch at once.
 
     Args:
         policy: The language-agent policy.
