@@ -28,11 +28,18 @@ of each is reported (the least disturbed on a shared machine). Prints progress l
     python benchmarks/update.py
     python benchmarks/update.py --model 10m
     python benchmarks/update.py --game snake --max-new-tokens 1
+    python benchmarks/update.py --game snake --mixture --max-new-tokens 1 --groups 8
+
+``--mixture`` (Snake) plays a mixture of scenarios, one per group, and adds a fifth pass, ``ungrouped``:
+the ``deduped`` path with every sample in one prefix group, so micro-batches mix games (packed by length
+alone) and share only the prefix common to all games; ``prefix_group_speedup`` is
+``ungrouped_s / deduped_s``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -45,24 +52,37 @@ MODELS = {
 }
 
 
-def make_samples(policy, groups: int, group_size: int, seed: int, game: str = "frozen_lake") -> list:
-    """Step samples of a Frozen Lake (or Snake) rollout, with standard-normal advantages."""
+MIXTURE = ["train", "poison", "train", "two-opponents"]  # Snake scenarios, one per group in turn
+
+
+def make_samples(
+    policy, groups: int, group_size: int, seed: int, game: str = "frozen_lake", mixture: bool = False
+) -> list:
+    """Step samples of a Frozen Lake (or Snake) rollout, with standard-normal advantages.
+
+    ``mixture``: Snake groups cycle through :data:`MIXTURE` (a ``data.train_scenarios`` mixture); each
+    sample keeps its game as its :attr:`~msgrpo.types.StepSample.prefix_group`.
+    """
     import torch
 
     from msgrpo.components.games import FrozenLake, Snake
     from msgrpo.rollout import play
     from msgrpo.types import StepSample
 
+    if mixture:
+        scenarios = Snake(fallback="random").scenarios()
+        played = [scenarios[MIXTURE[g % len(MIXTURE)]] for g in range(groups)]
+    else:
+        played = FrozenLake(max_steps=8) if game == "frozen_lake" else Snake(fallback="random")
     episodes = play(
-        policy,
-        FrozenLake(max_steps=8) if game == "frozen_lake" else Snake(fallback="random"),
-        [2000 + g for g in range(groups)],
-        group_size,
-        generator=torch.Generator().manual_seed(seed),
+        policy, played, [2000 + g for g in range(groups)], group_size, generator=torch.Generator().manual_seed(seed)
     )
-    steps = [s for e in episodes for s in e.steps if s.completion_ids.numel() > 0]
+    steps = [(s, e.game) for e in episodes for s in e.steps if s.completion_ids.numel() > 0]
     advantages = torch.randn(len(steps), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [StepSample(s.prompt_ids, s.completion_ids, s.logprobs, a) for s, a in zip(steps, advantages)]
+    return [
+        StepSample(s.prompt_ids, s.completion_ids, s.logprobs, a, prefix_group=g)
+        for (s, g), a in zip(steps, advantages)
+    ]
 
 
 def real_pass(
@@ -152,7 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=1, help="torch threads (1: steady timings on a shared machine; 0: torch's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixture", action="store_true", help="Snake: one scenario per group, in turn (see MIXTURE)")
     args = parser.parse_args(argv)
+    if args.mixture and args.game != "snake":
+        parser.error("--mixture is a mixture of Snake scenarios: add --game snake")
 
     import torch
 
@@ -166,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     policy = LanguagePolicy(max_new_tokens=args.max_new_tokens, seed=args.seed, tiny=TinySettings(**MODELS[args.model]))
     params = sum(p.numel() for p in policy.parameters())
     print(f"model {args.model}: {params / 1e6:.2f}M parameters, {torch.get_num_threads()} threads", flush=True)
-    samples = make_samples(policy, args.groups, args.group_size, args.seed, args.game)
+    samples = make_samples(policy, args.groups, args.group_size, args.seed, args.game, args.mixture)
     policy.train()
     loss_fn = MSGRPOLoss()
 
@@ -175,15 +198,16 @@ def main(argv: list[str] | None = None) -> dict:
     row_len = max(s.num_tokens for s in samples)
     keep = max(1, round(row_len * completion_tokens / total_tokens)) + 1  # the real path keeps C + 1
     rows = packed_rows(samples, row_len)
-    times = timed(
-        {
-            "real": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed),
-            "bare": lambda: bare_pass(policy.model, rows, args.token_budget, keep),
-            "deduped": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, dedupe=True),
-            "unshared": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, share=False),
-        },
-        args.repeats,
-    )
+    passes = {
+        "real": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed),
+        "bare": lambda: bare_pass(policy.model, rows, args.token_budget, keep),
+        "deduped": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, dedupe=True),
+        "unshared": lambda: real_pass(policy, loss_fn, samples, args.token_budget, args.seed, share=False),
+    }
+    if args.mixture:
+        ungrouped = [dataclasses.replace(s, prefix_group=0) for s in samples]
+        passes["ungrouped"] = lambda: real_pass(policy, loss_fn, ungrouped, args.token_budget, args.seed, dedupe=True)
+    times = timed(passes, args.repeats)
     real_s, (real_tokens, real_micro) = times["real"]
     bare_s, (bare_tokens, bare_micro) = times["bare"]
     dedupe_s, (dedupe_tokens, _) = times["deduped"]
@@ -230,6 +254,11 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_unshared": round(real_tokens / max(unshared_s, 1e-9) / max(bare_tps, 1e-9), 3),
         "prefix_sharing_speedup": round(unshared_s / max(real_s, 1e-9), 2),
     }
+    if args.mixture:  # a mixture's micro-batches by game against micro-batches mixing games
+        result["mixture"] = MIXTURE
+        result["games"] = len({s.prefix_group for s in samples})
+        result["ungrouped_s"] = round(times["ungrouped"][0], 4)
+        result["prefix_group_speedup"] = round(times["ungrouped"][0] / max(dedupe_s, 1e-9), 2)
     print(json.dumps(result), flush=True)
     return result
 

@@ -34,7 +34,12 @@ def step_samples(
         for step, adv in zip(episodes[e].steps, advantages[e].tolist()):
             if step.completion_ids.numel() == 0:
                 continue
-            samples.append(StepSample(step.prompt_ids, step.completion_ids, step.logprobs, float(adv) * factor))
+            samples.append(
+                StepSample(
+                    step.prompt_ids, step.completion_ids, step.logprobs, float(adv) * factor,
+                    prefix_group=episodes[e].game,
+                )
+            )  # fmt: skip
     return samples
 
 
@@ -86,31 +91,34 @@ def collate(samples: Sequence[StepSample], pad_id: int, dedupe: bool = True) -> 
 def pack_by_budget(samples: Sequence[StepSample], token_budget: int, dedupe: bool = True) -> list[list[StepSample]]:
     """Split samples into micro-batches whose padded size ``B x (P + C)`` stays within ``token_budget``.
 
-    Samples are sorted by length first (length bucketing), so similar lengths share a micro-batch and
-    little padding is computed; identical sequences end up next to each other and count once against
-    the budget (:func:`collate` gives them one row). A single sample longer than the budget gets a
-    micro-batch of its own.
+    A micro-batch holds samples of one :attr:`~msgrpo.types.StepSample.prefix_group` only (one game of
+    a mixture: they share its rules' prefix, which then runs once). Within a group samples are sorted
+    by length (length bucketing), so similar lengths share a micro-batch and little padding is
+    computed; identical sequences end up next to each other and count once against the budget
+    (:func:`collate` gives them one row). A single sample longer than the budget gets a micro-batch of
+    its own.
     """
     keyed = sorted(
-        (s.prompt_ids.numel(), s.completion_ids.numel(), sequence_key(s) if dedupe else (), i)
+        (s.prefix_group, s.prompt_ids.numel(), s.completion_ids.numel(), sequence_key(s) if dedupe else (), i)
         for i, s in enumerate(samples)
     )
     groups: list[list[StepSample]] = []
     current: list[StepSample] = []
     seen: set = set()
     p_max = c_max = 0
-    for pl, cl, key, i in keyed:
+    group = keyed[0][0] if keyed else 0
+    for prefix_group, pl, cl, key, i in keyed:
         key = key if dedupe else i
         if key in seen:  # a duplicate costs no extra row
             current.append(samples[i])
             continue
         p2, c2 = max(p_max, pl), max(c_max, cl)
-        if current and (len(seen) + 1) * (p2 + c2) > token_budget:
+        if current and (prefix_group != group or (len(seen) + 1) * (p2 + c2) > token_budget):
             groups.append(current)
             current, seen, p2, c2 = [], set(), pl, cl
         current.append(samples[i])
         seen.add(key)
-        p_max, c_max = p2, c2
+        p_max, c_max, group = p2, c2, prefix_group
     if current:
         groups.append(current)
     return groups

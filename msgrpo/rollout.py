@@ -122,6 +122,8 @@ def play(
     games = list(game) if isinstance(game, Sequence) else [game] * len(group_seeds)
     if len(games) != len(group_seeds):
         raise ValueError(f"play: {len(games)} games for {len(group_seeds)} groups")
+    distinct: dict[int, int] = {}
+    game_index = [distinct.setdefault(id(g), len(distinct)) for g in games]  # per group: Episode.game
     episodes: list[Episode] = []
     envs = []
 
@@ -130,7 +132,7 @@ def play(
 
     for g, seed in enumerate(group_seeds):
         for _ in range(group_size):
-            episode = Episode(group_id=g, seed=int(seed))
+            episode = Episode(group_id=g, seed=int(seed), game=game_index[g])
             env = games[g].make_env()
             try:
                 _guarded(lambda: games[g].reset(env, seed), env_step_timeout_s)  # noqa: B023

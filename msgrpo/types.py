@@ -49,6 +49,9 @@ class Episode:
         truncated: The game hit its step or round limit.
         success: The game's notion of success (goal reached, survived...).
         error: The error message when the environment raised mid-episode, else None.
+        game: Index of the episode's game among the distinct games of its rollout (0 when it played one
+            game): the steps of one game share its rules' token prefix, so the update packs them together
+            (:attr:`StepSample.prefix_group`).
     """
 
     group_id: int
@@ -58,6 +61,7 @@ class Episode:
     truncated: bool = False
     success: bool = False
     error: str | None = None
+    game: int = 0
 
     @property
     def done(self) -> bool:
@@ -95,6 +99,9 @@ class StepSample:
         old_logprobs: Rollout log-probs of the completion tokens. Shape ``[C]``.
         advantage: The advantage every completion token carries.
         ref_logprobs: Reference-policy log-probs, or None when no KL term is used. Shape ``[C]``.
+        prefix_group: Samples of one group (the steps of one game of a mixture, :attr:`Episode.game`)
+            likely share a long prompt prefix; a micro-batch holds one group's samples only, so that
+            prefix runs once (:mod:`msgrpo.prefix`). A packing hint: it changes no number.
     """
 
     prompt_ids: torch.Tensor
@@ -102,6 +109,7 @@ class StepSample:
     old_logprobs: torch.Tensor
     advantage: float
     ref_logprobs: torch.Tensor | None = None
+    prefix_group: int = 0
 
     @property
     def num_tokens(self) -> int:

@@ -31,6 +31,27 @@ def test_pack_by_budget_respects_budget_and_keeps_everything():
     assert {s.prompt_ids.numel() for s in groups[0]} <= {3, 4}
 
 
+def test_pack_by_budget_keeps_each_prefix_group_in_micro_batches_of_its_own():
+    # two games of a mixture whose prompt lengths interleave: sorted by length alone they would share
+    # micro-batches (and so no rules prefix); each micro-batch holds one game's samples
+    lengths = [(5, 1, 0), (6, 1, 1), (7, 1, 0), (8, 1, 1), (9, 1, 0), (9, 1, 1), (5, 2, 1)]
+    samples = []
+    for p, c, game in lengths:
+        s = _sample(p, c)
+        s.prefix_group = game
+        samples.append(s)
+    groups = pack_by_budget(samples, token_budget=40)
+    assert sorted(id(s) for g in groups for s in g) == sorted(id(s) for s in samples)
+    assert all(len({s.prefix_group for s in g}) == 1 for g in groups)
+    # by hand: game 0 is (5, 1), (7, 1), (9, 1): 3 rows x (9 + 1) = 30 <= 40, one micro-batch; game 1
+    # sorted is (5, 2), (6, 1), (8, 1), (9, 1): 3 x (8 + 2) = 30 fits, the 4th makes 4 x (9 + 2) = 44 > 40
+    assert [[s.prompt_ids.numel() for s in g] for g in groups] == [[5, 7, 9], [5, 6, 8], [9]]
+    # one group: the length-bucketed packing of before, 4 x (7 + 2) = 36, then 3 x (9 + 1) = 30
+    for s in samples:
+        s.prefix_group = 0
+    assert [len(g) for g in pack_by_budget(samples, token_budget=40)] == [4, 3]
+
+
 def test_step_samples_follow_chosen_episodes_with_repeats():
     def ep(n, g):
         e = Episode(group_id=g, seed=0)
@@ -54,6 +75,8 @@ def test_step_samples_follow_chosen_episodes_with_repeats():
     samples = step_samples(episodes, adv, torch.tensor([1, 1, 0]))
     assert [s.advantage for s in samples] == [-1.0] * 6 + [0.5, 0.5]
     assert torch.equal(samples[0].completion_ids, torch.tensor([2, 3]))
+    episodes[1].game = 1  # a second game of a mixture: its steps form their own prefix group
+    assert [s.prefix_group for s in step_samples(episodes, adv, torch.tensor([1, 0]))] == [1, 1, 1, 0, 0]
 
 
 def test_minibatches_count_tokens_and_sequences():

@@ -91,3 +91,24 @@ def test_computing_repeated_sequences_once_does_not_change_gradients(tiny_policy
     assert g_dedupe.keys() == g_plain.keys() and len(g_dedupe) > 0
     for name in g_dedupe:
         assert torch.allclose(g_dedupe[name], g_plain[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_packing_by_prefix_group_does_not_change_gradients(tiny_policy_factory):
+    # a mixture's samples tagged with their game: micro-batches one game each against one micro-batch
+    policy = tiny_policy_factory(max_new_tokens=6, temperature=0.8)
+    module = MSGRPOModule(policy, loss=MSGRPOLoss())
+    policy.train()
+    samples = _samples(policy)
+    for i, s in enumerate(samples):
+        s.prefix_group = i % 3
+    pad = policy.tokenizer.pad_token_id
+    grouped = minibatches(samples, 1, 10**6, pad, torch.Generator().manual_seed(0))[0]
+    assert len(grouped.micro_batches) == 3  # one per game, though the budget would take them all at once
+    for s in samples:
+        s.prefix_group = 0
+    (single,) = minibatches(samples, 1, 10**6, pad, torch.Generator().manual_seed(0))[0].micro_batches
+    whole = MiniBatch([single], grouped.num_tokens, grouped.num_sequences)
+    g_grouped, g_whole = _gradients(module, grouped), _gradients(module, whole)
+    assert g_grouped.keys() == g_whole.keys() and any(g.abs().sum() > 0 for g in g_whole.values())
+    for name in g_whole:
+        assert torch.allclose(g_grouped[name], g_whole[name], rtol=1e-4, atol=1e-6), name

@@ -88,3 +88,6 @@ def test_a_mixture_generates_game_by_game_and_plays_as_each_game_alone(tiny_poli
     # one generate call per game and environment step (each call shares its own game's prompt prefix)
     longest = [max(e.length for e in mixed[:2] + mixed[4:]), max(e.length for e in mixed[2:4])]
     assert timing.generate_calls == sum(longest)
+    # each episode is tagged with its game (first appearance first), which the update packs by
+    assert [e.game for e in mixed] == [0, 0, 1, 1, 0, 0]
+    assert {e.game for e in alone_one} == {0}
