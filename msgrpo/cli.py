@@ -22,6 +22,34 @@ from msgrpo.progress import IterationProgressBar
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+# The policy's settings given as dataclasses (LanguagePolicy's ``lora`` and ``tiny``; a test keeps this in
+# step with its signature). jsonargparse (4.53) refuses ``null`` for an optional field of such a setting
+# inside ``class_path``/``init_args`` (``--model.policy.init_args.lora.layers=null``: "Expected a list;
+# got None"), but takes the same value as a dict, which it merges into the setting.
+DATACLASS_SETTINGS = ("lora", "tiny")
+_FIELD = re.compile(rf"^--((?:[\w-]+\.)*(?:{'|'.join(DATACLASS_SETTINGS)}))\.(\w+)(?:=(.*))?$")
+_NULLS = ("null", "Null", "NULL", "None", "~")
+
+
+def _null_fields_as_dicts(args: list[str]) -> list[str]:
+    """``--a.lora.layers=null`` (or ``--a.lora.layers null``) -> ``--a.lora={"layers": null}``: the same
+    setting (see :data:`DATACLASS_SETTINGS`), so a field of a dataclass setting can be reset to None on
+    the command line. Every other argument is left as it is."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        match = _FIELD.match(arg) if not (i and args[i - 1] in ("--config", "-c")) else None
+        if match and match[3] in _NULLS:
+            out.append(f'--{match[1]}={{"{match[2]}": null}}')
+        elif match and match[3] is None and i + 1 < len(args) and args[i + 1] in _NULLS:
+            out.append(f'--{match[1]}={{"{match[2]}": null}}')
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
 
 def config_path(name: str) -> str:
     """Absolute path of a packaged recipe config (``msgrpo/recipes/configs/<name>``)."""
@@ -103,6 +131,17 @@ class MSGRPOCLI(LightningCLI):
             args=args,
             **kwargs,
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        """LightningCLI's parsing, with ``null`` for a field of a dataclass setting passed on as a dict
+        (:func:`_null_fields_as_dicts`)."""
+        if args is None or isinstance(args, list):
+            given = list(sys.argv[1:] if args is None else args)
+            rewritten = _null_fields_as_dicts(given)
+            if rewritten != given:
+                self.config = parser.parse_args(rewritten)
+                return
+        super().parse_arguments(parser, args)
 
     def instantiate_classes(self) -> None:
         """Build every object; an invalid setting of any of them is one :class:`ConfigError` naming its

@@ -56,7 +56,8 @@ BAD_SETTINGS = [
 
 
 @pytest.mark.parametrize(("recipe", "arg", "needle"), BAD_SETTINGS, ids=[a for _, a, _ in BAD_SETTINGS])
-def test_every_bad_setting_is_one_error_line_naming_it(recipe, arg, needle, capsys):
+def test_every_bad_setting_is_one_error_line_naming_it(recipe, arg, needle, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # pytest's own arguments would add LightningCLI's warning
     with pytest.raises(SystemExit) as exit_info:
         recipe.main(["fit", *arg.split(" "), "--trainer.max_epochs=0"])
     assert exit_info.value.code == 2
@@ -147,3 +148,62 @@ def test_gymnasium_make_with_the_module_prefix_needs_no_import(tmp_path):
     proc = _python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "SnakeEnv True" in proc.stdout
+
+
+def test_null_for_a_field_of_a_dataclass_setting_becomes_a_dict():
+    from msgrpo.cli import _null_fields_as_dicts
+
+    args = [
+        "fit",
+        "--model.policy.init_args.lora.layers=null",
+        "--model.policy.lora.layers",
+        "None",
+        "--model.policy.init_args.tiny.num_layers=~",
+        "--model.policy.init_args.lora.r=8",  # not null: unchanged
+        "--model.target_kl=null",  # not a dataclass setting: unchanged
+        "-c",
+        "--x.lora.layers=null",  # a config file's name, however odd
+    ]
+    assert _null_fields_as_dicts(args) == [
+        "fit",
+        '--model.policy.init_args.lora={"layers": null}',
+        '--model.policy.lora={"layers": null}',
+        '--model.policy.init_args.tiny={"num_layers": null}',
+        "--model.policy.init_args.lora.r=8",
+        "--model.target_kl=null",
+        "-c",
+        "--x.lora.layers=null",
+    ]
+
+
+def test_dataclass_settings_are_the_policys_dataclass_parameters():
+    import dataclasses
+    import inspect
+    import typing
+
+    from msgrpo.cli import DATACLASS_SETTINGS
+    from msgrpo.policy import LanguagePolicy
+
+    hints = typing.get_type_hints(LanguagePolicy.__init__)
+    dataclass_params = {
+        name
+        for name in inspect.signature(LanguagePolicy.__init__).parameters
+        if any(dataclasses.is_dataclass(t) for t in typing.get_args(hints.get(name)) or [hints.get(name)])
+    }
+    assert dataclass_params == set(DATACLASS_SETTINGS)
+
+
+def test_lora_layers_null_on_the_command_line_adapts_every_layer():
+    # jsonargparse alone refuses this argument ("Expected a <class 'list'>"); a config fixing the top layer
+    # first, then null: every layer is adapted, the other LoRA settings kept
+    from msgrpo.cli import MSGRPOCLI, config_path
+
+    def adapted(*lora_args: str) -> tuple[set[str], set[int]]:
+        cli = MSGRPOCLI(config_path("frozen_lake.yaml"), args=[*FAST_FIT, *lora_args], run=False)
+        params = [(n, p) for n, p in cli.model.policy.model.named_parameters() if p.requires_grad]
+        ranks = {p.shape[0] for n, p in params if "lora_A" in n}
+        return {n.split(".layers.")[1][0] for n, _ in params}, ranks
+
+    top = ["--model.policy.init_args.lora.r=2", "--model.policy.init_args.lora.layers=[-1]"]
+    assert adapted(*top) == ({"1"}, {2})  # the tiny model has 2 decoder layers
+    assert adapted(*top, "--model.policy.init_args.lora.layers=null") == ({"0", "1"}, {2})
