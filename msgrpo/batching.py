@@ -106,7 +106,7 @@ def pack_by_budget(samples: Sequence[StepSample], token_budget: int, dedupe: boo
     current: list[StepSample] = []
     seen: set = set()
     p_max = c_max = 0
-    group = keyed[0][0] if keyed else 0
+    group = None  # the current micro-batch's prefix group
     for prefix_group, pl, cl, key, i in keyed:
         key = key if dedupe else i
         if key in seen:  # a duplicate costs no extra row

@@ -40,13 +40,11 @@ def _null_fields_as_dicts(args: list[str]) -> list[str]:
     while i < len(args):
         arg = args[i]
         match = _FIELD.match(arg) if not (i and args[i - 1] in ("--config", "-c")) else None
-        if match and match[3] in _NULLS:
-            out.append(f'--{match[1]}={{"{match[2]}": null}}')
-        elif match and match[3] is None and i + 1 < len(args) and args[i + 1] in _NULLS:
-            out.append(f'--{match[1]}={{"{match[2]}": null}}')
+        value = match[3] if match else None
+        if match and value is None and i + 1 < len(args) and args[i + 1] in _NULLS:  # --key null
+            value = args[i + 1]
             i += 1
-        else:
-            out.append(arg)
+        out.append(f'--{match[1]}={{"{match[2]}": null}}' if match and value in _NULLS else arg)
         i += 1
     return out
 

@@ -67,15 +67,16 @@ def _guarded(fn: Callable, seconds: float | None):
         return fn()
 
 
-def _by_game(live: list[int], game_of: Callable[[int], TextGame]) -> list[list[int]]:
-    """The live episodes split by their game, first appearance first (one bucket when all share one).
+def _by_game(live: list[int], episodes: list[Episode]) -> list[list[int]]:
+    """The live episodes split by their game (:attr:`Episode.game`), first appearance first (one bucket
+    when all share one).
 
     Each bucket is one generate call: prompts of one game share their long prefix (run once, see
     :mod:`msgrpo.prefix`) and similar lengths (little padding), where a mixture's prompts share little.
     """
     buckets: dict[int, list[int]] = {}
     for i in live:
-        buckets.setdefault(id(game_of(i)), []).append(i)
+        buckets.setdefault(episodes[i].game, []).append(i)
     return list(buckets.values())
 
 
@@ -148,7 +149,7 @@ def play(
             observe(i, episodes[i], envs[i])
     while live:
         still_live = []
-        for bucket in [live] if fixed_steps else _by_game(live, game_of):
+        for bucket in [live] if fixed_steps else _by_game(live, episodes):
             observations = [game_of(i).render(envs[i]) for i in bucket]
             messages = [game_of(i).chat(obs) for i, obs in zip(bucket, observations)]
             prompts = policy.encode(messages)
