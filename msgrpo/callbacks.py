@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -12,15 +13,48 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 probes without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Deletes the temporary files (``.<name>.tmp-<pid>``) that writers killed mid-write left in
+    ``directory``: a ``kill -9`` cannot run cleanup code, so the next save does it. Files of living
+    writers are kept.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for path in directory.glob(".*.tmp-*") if directory.is_dir() else ():
+        match = _TMP_NAME.fullmatch(path.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file in the same directory, fsyncs it, then renames it over
     the target, so a crash or ``kill -9`` mid-write never leaves a half-written file under the real name
-    (``last.ckpt`` is always a complete checkpoint)."""
+    (``last.ckpt`` is always a complete checkpoint). A killed writer's temporary file (hidden,
+    ``.<name>.tmp-<pid>``) is deleted by the next save into that directory."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target.parent)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
