@@ -1,0 +1,168 @@
+"""Keep the best policy of a run, judged on validation seeds that no evaluation and no training uses.
+
+An RL policy's quality does not rise monotonically: one update can undo what earlier ones learned, and the
+run ends with whatever the last update left. :class:`BestPolicy` plays a small validation panel (the same
+scenarios as the evaluation panel, other reset seeds) with the live policy every ``every_n_epochs``
+iterations from ``start`` on, remembers the trainable weights that scored best, and puts them into the
+model after the last iteration, before the final evaluation, so what ``fit`` ends with (and what
+``last.ckpt`` then holds) is the selected policy. The evaluation panel's seeds are never played for the
+selection, so the final evaluation stays an honest held-out measurement.
+
+Training is untouched: rollouts and updates use the live weights (the importance ratio is 1 at every
+iteration's first update); a validation between iterations does not move the training's random streams
+(every iteration reseeds them). Only trainable parameters are kept (under LoRA the adapter).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from msgrpo.averaging import PolicyAveraging
+from msgrpo.errors import ConfigError
+from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
+
+VALIDATION_SEED = 2 * PANEL_SEED
+"""First reset seed of the validation panel: above the evaluation panel's seeds, which start at
+``PANEL_SEED``, and the training seeds, which are below it."""
+
+
+class BestPolicy(L.Callback):
+    """Select the policy of the iteration whose validation return was highest.
+
+    Args:
+        every_n_epochs: Validate after every this many iterations (and after the last one).
+        start: The first validated iteration as a fraction of ``trainer.max_epochs`` in ``[0, 1)``: with
+            ``0.5`` of 200 iterations, the policies after iterations 100, 110, ..., 200 compete (1-based).
+        episodes: Validation episodes per scenario (greedy or sampled as the module evaluates).
+        scenarios: The validation panel's scenario names (None: the data module's evaluation panel's).
+        seed: First reset seed of the validation panel; its seeds must not overlap the evaluation panel's.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 10,
+        start: float = 0.5,
+        episodes: int = 32,
+        scenarios: list[str] | None = None,
+        seed: int = VALIDATION_SEED,
+    ) -> None:
+        if not (isinstance(every_n_epochs, int) and every_n_epochs >= 1):
+            raise ConfigError("BestPolicy: every_n_epochs must be >= 1", setting="every_n_epochs", value=every_n_epochs)
+        if not (isinstance(start, (int, float)) and 0.0 <= start < 1.0):
+            raise ConfigError("BestPolicy: start must be a fraction in [0, 1)", setting="start", value=start)
+        if not (isinstance(episodes, int) and episodes >= 1):
+            raise ConfigError("BestPolicy: episodes must be >= 1", setting="episodes", value=episodes)
+        self.every_n_epochs, self.start, self.episodes = every_n_epochs, float(start), episodes
+        self.scenarios, self.seed = scenarios, seed
+        self.panel: list[Scenario] = []
+        self.scored_epoch = -1  # the last iteration (0-based) whose policy was validated
+        self.best_epoch = -1
+        self.best_score = -math.inf
+        self.best: dict[str, torch.Tensor] = {}  # name -> [*param shape], the best policy's trainable weights
+        self.scores: list[tuple[int, float]] = []  # (iteration, 1-based; validation mean return)
+
+    # ----- selection -----------------------------------------------------------------------------
+    def first_epoch(self, trainer: L.Trainer) -> int:
+        """The first validated iteration (0-based)."""
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise ConfigError(
+                "BestPolicy needs trainer.max_epochs (its start is a fraction of the run's iterations)",
+                setting="trainer.max_epochs",
+                value=trainer.max_epochs,
+            )
+        return max(math.ceil(self.start * trainer.max_epochs) - 1, 0)
+
+    def due(self, trainer: L.Trainer, epoch: int) -> bool:
+        """Whether the policy after iteration ``epoch`` (0-based) is validated."""
+        if epoch < self.first_epoch(trainer) or epoch <= self.scored_epoch:
+            return False
+        return (epoch + 1) % self.every_n_epochs == 0 or epoch == trainer.max_epochs - 1
+
+    def score(self, pl_module: L.LightningModule) -> float:
+        """The live policy's mean return over the validation panel (the mean of the scenarios' means)."""
+        means = [pl_module.evaluate(scenario)["return_mean"] for scenario in self.panel]
+        return sum(means) / len(means)
+
+    @staticmethod
+    def _trainable(pl_module: L.LightningModule) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
+
+    def _validate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Score the policy of the iteration just finished (once), keep it if best, and at the last
+        iteration put the best into the model."""
+        epoch = trainer.current_epoch
+        if not self.due(trainer, epoch):
+            return
+        score = self.score(pl_module)
+        self.scored_epoch = epoch
+        self.scores.append((epoch + 1, score))
+        if score > self.best_score:  # ties keep the earlier policy
+            self.best_score, self.best_epoch = score, epoch
+            self.best = {n: p.detach().clone() for n, p in self._trainable(pl_module).items()}
+        pl_module.log("select/score", score, reduce_fx="max")  # (the same on every rank: gathered)
+        pl_module.log("select/best_iteration", float(self.best_epoch + 1), reduce_fx="max")
+        if epoch == trainer.max_epochs - 1 and self.best_epoch != epoch:
+            with torch.no_grad():
+                for name, param in self._trainable(pl_module).items():
+                    param.copy_(self.best[name])  # (from a checkpoint: CPU tensors)
+            if trainer.is_global_zero:
+                print(
+                    f"msgrpo: BestPolicy: the policy after iteration {self.best_epoch + 1} scored best on the "
+                    f"validation seeds ({self.best_score:+.3f} mean return; the last one {score:+.3f}): "
+                    "it is the one fit ends with",
+                    flush=True,
+                )
+
+    # ----- hooks ---------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.first_epoch(trainer)  # fail at once on a run without max_epochs
+        if any(isinstance(c, PolicyAveraging) for c in trainer.callbacks):
+            raise ConfigError(
+                "BestPolicy and PolicyAveraging both choose the weights fit ends with: use one of them",
+                setting="trainer.callbacks",
+            )
+        data = trainer.datamodule
+        if data is None or not hasattr(data, "game"):
+            raise ConfigError("BestPolicy needs msgrpo's RolloutDataModule (it validates on its game)")
+        names = self.scenarios if self.scenarios is not None else [s.name for s in data.panel]
+        used = {seed for panel in (data.panel, data.reference_panel) for s in panel for seed in s.seeds}
+        self.panel = build_panel(data.game, names, self.episodes, self.seed)
+        overlap = used & {seed for s in self.panel for seed in s.seeds}
+        if overlap:
+            raise ConfigError(
+                f"BestPolicy: the validation seeds overlap the evaluation panel's ({len(overlap)} shared, e.g. "
+                f"{min(overlap)}): selecting on them would make the final evaluation no longer held out; pick a "
+                f"seed at least {max(used) + 1}",
+                setting="seed",
+                value=self.seed,
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validate(trainer, pl_module)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning evaluates at an iteration's end before on_train_epoch_end: select first, so the last
+        # iteration's evaluation sees the selected policy
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._validate(trainer, pl_module)
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "scored_epoch": self.scored_epoch,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "best": {n: t.cpu() for n, t in self.best.items()},
+            "scores": list(self.scores),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.scored_epoch = state_dict["scored_epoch"]
+        self.best_epoch = state_dict["best_epoch"]
+        self.best_score = state_dict["best_score"]
+        self.best = dict(state_dict["best"])
+        self.scores = [tuple(s) for s in state_dict["scores"]]
