@@ -10,7 +10,14 @@ selection, so the final evaluation stays an honest held-out measurement.
 
 Training is untouched: rollouts and updates use the live weights (the importance ratio is 1 at every
 iteration's first update); a validation between iterations does not move the training's random streams
-(every iteration reseeds them). Only trainable parameters are kept (under LoRA the adapter).
+(every iteration reseeds them). Only trainable parameters are kept (under LoRA the adapter), on the
+parameters' device, and in checkpoints as callback state (without LoRA a second copy of the weights).
+
+A run interrupted before its last iteration (``GracefulShutdown``, a crash) resumes exactly. The selection
+happens only when the run reaches ``trainer.max_epochs``: a run stopped earlier (``max_time``, early stopping)
+ends with its live policy. A finished run's ``last.ckpt`` holds the selected policy, so continuing it with a
+larger ``max_epochs`` trains on from that policy (with the last iteration's optimizer state). Not for sharded
+parameters (FSDP) yet: refused with an error.
 """
 
 from __future__ import annotations
@@ -100,12 +107,12 @@ class BestPolicy(L.Callback):
         score = self.score(pl_module)
         self.scored_epoch = epoch
         self.scores.append((epoch + 1, score))
-        if score > self.best_score:  # ties keep the earlier policy
+        if score > self.best_score:  # ties keep the earlier policy; NaN is never best
             self.best_score, self.best_epoch = score, epoch
             self.best = {n: p.detach().clone() for n, p in self._trainable(pl_module).items()}
         pl_module.log("select/score", score, reduce_fx="max")  # (the same on every rank: gathered)
         pl_module.log("select/best_iteration", float(self.best_epoch + 1), reduce_fx="max")
-        if epoch == trainer.max_epochs - 1 and self.best_epoch != epoch:
+        if epoch == trainer.max_epochs - 1 and self.best_epoch not in (-1, epoch):
             with torch.no_grad():
                 for name, param in self._trainable(pl_module).items():
                     param.copy_(self.best[name])  # (from a checkpoint: CPU tensors)
@@ -124,6 +131,12 @@ class BestPolicy(L.Callback):
             raise ConfigError(
                 "BestPolicy and PolicyAveraging both choose the weights fit ends with: use one of them",
                 setting="trainer.callbacks",
+            )
+        if getattr(getattr(pl_module, "sharding", None), "sharded", False):
+            raise ConfigError(
+                "BestPolicy does not support sharded parameters (FSDP) yet: its copy of the best weights would "
+                "hold one rank's shards; use it with a single device or DDP",
+                setting="trainer.strategy",
             )
         data = trainer.datamodule
         if data is None or not hasattr(data, "game"):
@@ -147,7 +160,9 @@ class BestPolicy(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning evaluates at an iteration's end before on_train_epoch_end: select first, so the last
         # iteration's evaluation sees the selected policy
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        # (only at an iteration's end: an evaluation inside it, val_check_interval < 1, sees a half-updated policy)
+        at_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and at_end:
             self._validate(trainer, pl_module)
 
     # ----- checkpoints ---------------------------------------------------------------------------

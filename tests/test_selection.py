@@ -9,6 +9,7 @@ from fast_fit import FAST_FIT, run_dir
 
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import PANEL_SEED
+from msgrpo.module import MSGRPOModule
 from msgrpo.recipes import frozen_lake
 from msgrpo.selection import VALIDATION_SEED, BestPolicy
 
@@ -102,15 +103,57 @@ def test_start_and_every_n_choose_the_validated_iterations(tmp_path):
     assert _equal(_weights(cli), _callback(cli, Recorder).updated[2])
 
 
-def test_the_real_score_plays_held_out_seeds(tmp_path):
-    cli = _fit(tmp_path, "--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=2",
-               "--trainer.callbacks.episodes=3")  # fmt: skip
-    chooser = _callback(cli, BestPolicy)
-    assert [s.seeds for s in chooser.panel] == [[VALIDATION_SEED, VALIDATION_SEED + 1, VALIDATION_SEED + 2]]
+def test_without_evaluations_the_real_score_plays_held_out_seeds_and_training_is_untouched(tmp_path, monkeypatch):
+    # the recipes' path: no evaluation between iterations, so the selection runs in on_train_epoch_end
+    quiet = ["--trainer.limit_val_batches=0"]
+    plain = _callback(_fit(tmp_path / "plain", *quiet), Recorder)
+    played = []
+    evaluate = MSGRPOModule.evaluate
+
+    def spy(self, scenario, *args, **kwargs):
+        played.append(list(scenario.seeds))
+        return evaluate(self, scenario, *args, **kwargs)
+
+    monkeypatch.setattr(MSGRPOModule, "evaluate", spy)
+    chooser_args = ["--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=2"]
+    cli = _fit(tmp_path / "selected", *quiet, *chooser_args, "--trainer.callbacks.episodes=3")
+    chooser, selected = _callback(cli, BestPolicy), _callback(cli, Recorder)
+    assert played == [[VALIDATION_SEED, VALIDATION_SEED + 1, VALIDATION_SEED + 2]] * 2  # iterations 2 and 4
+    for ours, theirs in zip(selected.updated, plain.updated, strict=True):  # real episodes played, same training
+        assert _equal(ours, theirs)
     assert [it for it, _ in chooser.scores] == [2, 4]
-    best = max(chooser.scores, key=lambda s: s[1])
-    assert chooser.best_epoch + 1 == next(it for it, score in chooser.scores if score == best[1])
-    assert _equal(_weights(cli), _callback(cli, Recorder).updated[chooser.best_epoch])
+    first_best = max(range(2), key=lambda i: (chooser.scores[i][1], -i))  # the highest score, the earlier on a tie
+    assert chooser.best_epoch + 1 == chooser.scores[first_best][0]
+    assert _equal(_weights(cli), plain.updated[chooser.best_epoch])
+    state = torch.load(tmp_path / "selected" / "checkpoints" / "last.ckpt", weights_only=False)
+    for name, value in plain.updated[chooser.best_epoch].items():
+        assert torch.equal(state["state_dict"][name], value)
+    assert cli.model.history[-1]["select/best_iteration"] == chooser.best_epoch + 1
+
+
+def test_the_best_of_a_scripted_run_without_evaluations_ends_it(tmp_path):
+    cli = _fit(tmp_path, "--trainer.limit_val_batches=0", *SCRIPTED)
+    assert _callback(cli, Scripted).best_epoch == 1
+    assert _equal(_weights(cli), _callback(cli, Recorder).updated[1])
+    assert not _equal(_callback(cli, Recorder).updated[1], _callback(cli, Recorder).updated[3])
+
+
+def test_an_evaluation_inside_an_iteration_is_not_a_selection_point(tmp_path):
+    cli = _fit(tmp_path, *SCRIPTED, "--data.num_minibatches=2", "--trainer.val_check_interval=0.5")
+    chooser = _callback(cli, Scripted)
+    assert [it for it, _ in chooser.scores] == [2, 3, 4] and chooser.best_epoch == 1  # once per iteration
+    assert _equal(_weights(cli), _callback(cli, Recorder).updated[1])
+
+
+class NaNScores(BestPolicy):
+    def score(self, pl_module) -> float:
+        return float("nan")
+
+
+def test_nan_scores_never_win_and_the_run_keeps_its_live_policy(tmp_path):
+    cli = _fit(tmp_path, "--trainer.callbacks+=test_selection.NaNScores", "--trainer.callbacks.every_n_epochs=1")
+    assert _callback(cli, NaNScores).best_epoch == -1
+    assert _equal(_weights(cli), _callback(cli, Recorder).updated[3])
 
 
 def test_resume_matches_the_straight_run(tmp_path):
@@ -156,3 +199,12 @@ def test_with_policy_averaging_it_is_refused(tmp_path, capsys):
             "--trainer.callbacks+=msgrpo.averaging.PolicyAveraging",
         )
     assert "BestPolicy and PolicyAveraging both choose" in capsys.readouterr().err
+
+
+def test_sharded_parameters_are_refused():
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(max_epochs=4, callbacks=[], datamodule=None)
+    module = SimpleNamespace(sharding=SimpleNamespace(sharded=True))
+    with pytest.raises(ConfigError, match="sharded parameters"):
+        BestPolicy().on_fit_start(trainer, module)
