@@ -28,6 +28,25 @@ from msgrpo.errors import ConfigError
 LIVE_KEY = "msgrpo_live_weights"
 
 
+def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters an optimizer updates (under LoRA the adapter only), by name."""
+    return {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+
+def require_max_epochs(trainer: L.Trainer, owner: str) -> int:
+    """``trainer.max_epochs``, or a :class:`ConfigError` naming ``owner`` when the run has none.
+
+    Callbacks whose schedule is a fraction of the run's iterations need it.
+    """
+    if trainer.max_epochs is None or trainer.max_epochs < 1:
+        raise ConfigError(
+            f"{owner} needs trainer.max_epochs (its start is a fraction of the run's iterations)",
+            setting="trainer.max_epochs",
+            value=trainer.max_epochs,
+        )
+    return trainer.max_epochs
+
+
 class PolicyAveraging(L.Callback):
     """Equal-weight average of the trainable weights at the end of each iteration from ``start`` on.
 
@@ -46,19 +65,9 @@ class PolicyAveraging(L.Callback):
         self.average: dict[str, torch.Tensor] = {}  # name -> [*param shape], the running mean
 
     # ----- the average ---------------------------------------------------------------------------
-    @staticmethod
-    def _trainable(pl_module: L.LightningModule) -> dict[str, torch.nn.Parameter]:
-        return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
-
     def first_epoch(self, trainer: L.Trainer) -> int:
         """The first averaged iteration (0-based)."""
-        if trainer.max_epochs is None or trainer.max_epochs < 1:
-            raise ConfigError(
-                "PolicyAveraging needs trainer.max_epochs (its start is a fraction of the run's iterations)",
-                setting="trainer.max_epochs",
-                value=trainer.max_epochs,
-            )
-        return math.floor(self.start * trainer.max_epochs)
+        return math.floor(self.start * require_max_epochs(trainer, "PolicyAveraging"))
 
     def _catch_up(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Add the live weights of the iteration just finished, once per iteration."""
@@ -67,7 +76,7 @@ class PolicyAveraging(L.Callback):
             return
         self.count += 1
         with torch.no_grad():
-            for name, param in self._trainable(pl_module).items():
+            for name, param in trainable_parameters(pl_module).items():
                 live = param.detach().float()
                 if name not in self.average:
                     self.average[name] = live.clone()
@@ -80,7 +89,7 @@ class PolicyAveraging(L.Callback):
         if not self.average:
             return
         with torch.no_grad():
-            for name, param in self._trainable(pl_module).items():
+            for name, param in trainable_parameters(pl_module).items():
                 live = param.detach().float()  # a new tensor unless float32: then clone it
                 live = live.clone() if live.data_ptr() == param.data_ptr() else live
                 param.copy_(self.average[name].to(param.dtype))
@@ -108,7 +117,7 @@ class PolicyAveraging(L.Callback):
         # (the last iteration is in the average already: on_train_epoch_end ran for it)
         if self.average:
             with torch.no_grad():
-                for name, param in self._trainable(pl_module).items():
+                for name, param in trainable_parameters(pl_module).items():
                     param.copy_(self.average[name].to(param.dtype))
 
     # ----- checkpoints ---------------------------------------------------------------------------
@@ -137,7 +146,7 @@ class PolicyAveraging(L.Callback):
         live = checkpoint.get(LIVE_KEY)
         if not live or trainer.state.fn != "fit":  # test / validate / predict use the average as loaded
             return
-        params = self._trainable(pl_module)
+        params = trainable_parameters(pl_module)
         with torch.no_grad():
             self.average = {}
             for name, value in live.items():

@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from msgrpo.averaging import PolicyAveraging
+from msgrpo.averaging import PolicyAveraging, require_max_epochs, trainable_parameters
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 
@@ -75,13 +75,7 @@ class BestPolicy(L.Callback):
     # ----- selection -----------------------------------------------------------------------------
     def first_epoch(self, trainer: L.Trainer) -> int:
         """The first validated iteration (0-based)."""
-        if trainer.max_epochs is None or trainer.max_epochs < 1:
-            raise ConfigError(
-                "BestPolicy needs trainer.max_epochs (its start is a fraction of the run's iterations)",
-                setting="trainer.max_epochs",
-                value=trainer.max_epochs,
-            )
-        return max(math.ceil(self.start * trainer.max_epochs) - 1, 0)
+        return max(math.ceil(self.start * require_max_epochs(trainer, "BestPolicy")) - 1, 0)
 
     def due(self, trainer: L.Trainer, epoch: int) -> bool:
         """Whether the policy after iteration ``epoch`` (0-based) is validated."""
@@ -94,10 +88,6 @@ class BestPolicy(L.Callback):
         means = [pl_module.evaluate(scenario)["return_mean"] for scenario in self.panel]
         return sum(means) / len(means)
 
-    @staticmethod
-    def _trainable(pl_module: L.LightningModule) -> dict[str, torch.nn.Parameter]:
-        return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
-
     def _validate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Score the policy of the iteration just finished (once), keep it if best, and at the last
         iteration put the best into the model."""
@@ -109,12 +99,12 @@ class BestPolicy(L.Callback):
         self.scores.append((epoch + 1, score))
         if score > self.best_score:  # ties keep the earlier policy; NaN is never best
             self.best_score, self.best_epoch = score, epoch
-            self.best = {n: p.detach().clone() for n, p in self._trainable(pl_module).items()}
+            self.best = {n: p.detach().clone() for n, p in trainable_parameters(pl_module).items()}
         pl_module.log("select/score", score, reduce_fx="max")  # (the same on every rank: gathered)
         pl_module.log("select/best_iteration", float(self.best_epoch + 1), reduce_fx="max")
         if epoch == trainer.max_epochs - 1 and self.best_epoch not in (-1, epoch):
             with torch.no_grad():
-                for name, param in self._trainable(pl_module).items():
+                for name, param in trainable_parameters(pl_module).items():
                     param.copy_(self.best[name])  # (from a checkpoint: CPU tensors)
             if trainer.is_global_zero:
                 print(

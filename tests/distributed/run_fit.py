@@ -7,7 +7,7 @@ Usage::
 Lightning's ``ddp`` launcher re-runs this script for every extra local rank, and ``torchrun`` runs it
 once per process; every rank writes ``OUT_DIR/rank<global rank>.json`` with a hash of its final
 parameters, its counts of model forward passes (generation vs training) and of backward passes, the
-final metrics, the last evaluation, the returns of its own last rollout, its times (``fit_s`` from the
+final metrics, the last evaluation, what a ``BestPolicy`` callback scored and chose, the returns of its own last rollout, its times (``fit_s`` from the
 start of ``fit``, launching the other ranks included; ``train_s`` from ``on_fit_start``) and its peak
 RSS. Rank 0 also writes the full parameters to ``OUT_DIR/params.pt``.
 """
@@ -102,6 +102,10 @@ def main() -> None:
     if rank == 0:
         torch.save(params, out_dir / "params.pt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    from msgrpo.selection import BestPolicy
+
+    selectors = [c for c in trainer.callbacks if isinstance(c, BestPolicy)]
+    selection = {"best_epoch": selectors[0].best_epoch, "scores": selectors[0].scores} if selectors else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {
         "rank": rank,
@@ -115,6 +119,7 @@ def main() -> None:
         "fixed_generation_steps": cli.model.fixed_generation_steps,
         "metrics": metrics,
         "eval": cli.model.eval_results,
+        "selection": selection,
         "local_returns": [e.total_reward for e in cli.datamodule.last_episodes],
         "import_s": import_s,
         "fit_s": fit_s,

@@ -109,3 +109,24 @@ def test_ddp_bf16_rescores_and_first_update_is_on_policy(tmp_path):
     for report in (r0, r1):
         assert 0 <= report["metrics"]["rollout/logprob_mismatch"] < 0.05
         assert report["metrics"]["loss/onpolicy_error"] <= 1e-4
+
+
+def test_ddp_best_policy_every_rank_validates_alike_and_ends_with_the_chosen_policy(tmp_path):
+    # BestPolicy's score is the gathered panel mean: both ranks score, choose and copy alike. A checkpoint
+    # per iteration holds each candidate (the live weights at that iteration's end), and the weights both
+    # ranks end with are those of the iteration chosen
+    select = ["--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=1"]
+    select += ["--trainer.callbacks.start=0.0", "--trainer.callbacks.episodes=4"]
+    epochs = ["--trainer.max_epochs=4", "--trainer.check_val_every_n_epoch=4"]
+    every = ["--trainer.callbacks.save_top_k=-1"]  # (the recipe's ModelCheckpoint, listed before BestPolicy)
+    r0, r1 = run_worker(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", *epochs, *every, *select)
+    assert r0["selection"] == r1["selection"]
+    assert [it for it, _ in r0["selection"]["scores"]] == [1, 2, 3, 4]
+    best = r0["selection"]["best_epoch"]
+    assert r0["param_sha256"] == r1["param_sha256"] != r0["initial_param_sha256"]
+    assert r0["metrics"]["select/best_iteration"] == best + 1 == r1["metrics"]["select/best_iteration"]
+    (ckpt,) = [p for p in (tmp_path / "run").rglob("epoch=*.ckpt") if p.name.startswith(f"epoch={best}-")]
+    candidate = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    final = torch.load(tmp_path / "out" / "params.pt")
+    for name, value in final.items():
+        torch.testing.assert_close(candidate[f"policy.model.{name}"].float(), value, rtol=0, atol=0)
