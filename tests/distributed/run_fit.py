@@ -7,9 +7,9 @@ Usage::
 Lightning's ``ddp`` launcher re-runs this script for every extra local rank, and ``torchrun`` runs it
 once per process; every rank writes ``OUT_DIR/rank<global rank>.json`` with a hash of its final
 parameters, its counts of model forward passes (generation vs training) and of backward passes, the
-final metrics, the last evaluation, what a ``BestPolicy`` callback scored and chose, the returns of its own last rollout, its times (``fit_s`` from the
-start of ``fit``, launching the other ranks included; ``train_s`` from ``on_fit_start``) and its peak
-RSS. Rank 0 also writes the full parameters to ``OUT_DIR/params.pt``.
+final metrics, the last evaluation, what a ``BestPolicy`` callback scored and chose, the returns of its
+own last rollout, its times (``fit_s`` from the start of ``fit``, launching the other ranks included;
+``train_s`` from ``on_fit_start``) and its peak RSS. Rank 0 also writes the full parameters to ``OUT_DIR/params.pt``.
 """
 
 from __future__ import annotations
