@@ -13,12 +13,14 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from msgrpo.averaging import PolicyAveraging
 from msgrpo.callbacks import AtomicCheckpointIO, GracefulShutdown
 from msgrpo.data import RolloutDataModule
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import format_table
 from msgrpo.module import MSGRPOModule
 from msgrpo.progress import IterationProgressBar
+from msgrpo.selection import BestPolicy
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -198,6 +200,7 @@ class MSGRPOCLI(LightningCLI):
             trainer_config["callbacks"] = [*(trainer_config.get("callbacks") or []), IterationProgressBar()]
         if trainer_config.get("enable_checkpointing") is False and trainer_config.get("callbacks"):
             trainer_config["callbacks"] = [c for c in trainer_config["callbacks"] if not isinstance(c, ModelCheckpoint)]
+        _refuse_repeated_callbacks(trainer_config.get("callbacks") or [])
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", None) is None:
@@ -282,6 +285,17 @@ class MSGRPOCLI(LightningCLI):
 
     after_validate = _after_eval
     after_test = _after_eval
+
+
+def _refuse_repeated_callbacks(callbacks: list) -> None:
+    """A one-line error for a weight-choosing callback listed twice (a recipe may list it already)."""
+    for kind in (BestPolicy, PolicyAveraging):
+        if sum(isinstance(c, kind) for c in callbacks) > 1:
+            raise ConfigError(
+                f"{kind.__name__} is listed more than once in trainer.callbacks (a recipe may list it already: "
+                "change its settings with --trainer.callbacks.<setting>=... when it is the last callback listed)",
+                setting="trainer.callbacks",
+            )
 
 
 def _class_paths(node, key: str = "") -> list[tuple[str, str]]:

@@ -201,6 +201,13 @@ def test_with_policy_averaging_it_is_refused(tmp_path, capsys):
     assert "BestPolicy and PolicyAveraging both choose" in capsys.readouterr().err
 
 
+def test_listed_twice_it_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _fit(tmp_path, *["--trainer.callbacks+=msgrpo.selection.BestPolicy"] * 2)
+    assert stop.value.code == 2
+    assert "BestPolicy is listed more than once" in capsys.readouterr().err
+
+
 def test_sharded_parameters_are_refused():
     from types import SimpleNamespace
 
