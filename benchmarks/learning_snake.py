@@ -13,7 +13,11 @@ standard error is mostly the trained policy's own); ``met_target`` is true when 
 at least ``--margin-se`` (3). With several ``--seeds`` each seed runs in its own process (``--parallel`` at
 once) and the last line aggregates them.
 
-    python benchmarks/learning_snake.py --minutes 10 --seeds 0 1 2 3 4
+The recipe ends ``fit`` with its best-validating policy (``msgrpo.selection.BestPolicy``, from half of
+``max_epochs`` on): pass ``--max-iterations`` (the main job: 200), or a run limited by ``--minutes`` alone
+(up to 10,000 iterations) stops before its first validation and reports the live policy.
+
+    python benchmarks/learning_snake.py --max-iterations 200 --minutes 30 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations

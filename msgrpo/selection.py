@@ -119,13 +119,15 @@ class BestPolicy(L.Callback):
         self.first_epoch(trainer)  # fail at once on a run without max_epochs
         if any(isinstance(c, PolicyAveraging) for c in trainer.callbacks):
             raise ConfigError(
-                "BestPolicy and PolicyAveraging both choose the weights fit ends with: use one of them",
+                "BestPolicy and PolicyAveraging both choose the weights fit ends with: use one of them (the Snake "
+                "recipe lists BestPolicy: a config overlay with its own trainer.callbacks list leaves it out)",
                 setting="trainer.callbacks",
             )
         if getattr(getattr(pl_module, "sharding", None), "sharded", False):
             raise ConfigError(
                 "BestPolicy does not support sharded parameters (FSDP) yet: its copy of the best weights would "
-                "hold one rank's shards; use it with a single device or DDP",
+                "hold one rank's shards; use it with a single device or DDP (the Snake recipe lists it: a config "
+                "overlay with its own trainer.callbacks list leaves it out)",
                 setting="trainer.strategy",
             )
         data = trainer.datamodule

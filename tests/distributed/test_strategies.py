@@ -123,6 +123,7 @@ def test_ddp_best_policy_every_rank_validates_alike_and_ends_with_the_chosen_pol
     assert r0["selection"] == r1["selection"]
     assert [it for it, _ in r0["selection"]["scores"]] == [1, 2, 3, 4]
     best = r0["selection"]["best_epoch"]
+    assert best < 3  # (equal scores: the first wins) so the chosen weights are copied in at the end
     assert r0["param_sha256"] == r1["param_sha256"] != r0["initial_param_sha256"]
     assert r0["metrics"]["select/best_iteration"] == best + 1 == r1["metrics"]["select/best_iteration"]
     (ckpt,) = [p for p in (tmp_path / "run").rglob("epoch=*.ckpt") if p.name.startswith(f"epoch={best}-")]
