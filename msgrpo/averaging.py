@@ -47,13 +47,33 @@ def require_max_epochs(trainer: L.Trainer, owner: str) -> int:
     return trainer.max_epochs
 
 
+def window_start(trainer: L.Trainer, start: float, owner: str) -> int:
+    """The first iteration (0-based) whose end-of-iteration policy a callback with a ``start`` fraction
+    counts: the first after which at least ``start`` of the run's iterations are done,
+    ``ceil(start * max_epochs) - 1`` (at least 0). With ``start = 0.5`` of 200 iterations: the policy after
+    iteration 100 (1-based). The one convention of :class:`PolicyAveraging` and
+    :class:`~msgrpo.selection.BestPolicy`."""
+    return max(math.ceil(start * require_max_epochs(trainer, owner)) - 1, 0)
+
+
+def at_iteration_end(trainer: L.Trainer) -> bool:
+    """Whether the training loop stands at the end of an iteration (its last mini-batch done): an evaluation
+    there sees the iteration's final weights; one inside it (``val_check_interval < 1``) a half-updated
+    policy, which weight-choosing callbacks must not count."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class PolicyAveraging(L.Callback):
     """Equal-weight average of the trainable weights at the end of each iteration from ``start`` on.
 
     Args:
         start: When averaging begins, as a fraction of ``trainer.max_epochs`` in ``[0, 1)``: the first
-            averaged iteration is ``floor(start * max_epochs)`` (0-based), so ``0.75`` of 200 iterations
-            averages the policies after iterations 150 to 199, 50 of them.
+            averaged policy is the one after iteration ``ceil(start * max_epochs)`` (1-based;
+            :func:`window_start`), so ``0.75`` of 200 iterations averages the policies after iterations 150
+            to 200, 51 of them.
+
+    An evaluation inside an iteration (``val_check_interval < 1``) sees the average of the iterations
+    finished so far; the half-updated weights of the running iteration are never counted.
     """
 
     def __init__(self, start: float = 0.75) -> None:
@@ -67,7 +87,7 @@ class PolicyAveraging(L.Callback):
     # ----- the average ---------------------------------------------------------------------------
     def first_epoch(self, trainer: L.Trainer) -> int:
         """The first averaged iteration (0-based)."""
-        return math.floor(self.start * require_max_epochs(trainer, "PolicyAveraging"))
+        return window_start(trainer, self.start, "PolicyAveraging")
 
     def _catch_up(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Add the live weights of the iteration just finished, once per iteration."""
@@ -106,15 +126,17 @@ class PolicyAveraging(L.Callback):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._catch_up(trainer, pl_module)  # the evaluation at an iteration's end includes it
+            if at_iteration_end(trainer):  # the evaluation at an iteration's end includes it (Lightning
+                self._catch_up(trainer, pl_module)  # evaluates before on_train_epoch_end); one inside must not
             self._swap(pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if getattr(self, "_swapped", False):
             self._swap(pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # (the last iteration is in the average already: on_train_epoch_end ran for it)
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # (the last iteration is in the average already: on_train_epoch_end ran for it; after training has
+        # ended, so a checkpoint saved when it ends, GracefulShutdown's, still holds the live weights)
         if self.average:
             with torch.no_grad():
                 for name, param in trainable_parameters(pl_module).items():

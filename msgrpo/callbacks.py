@@ -70,12 +70,17 @@ class GracefulShutdown(L.Callback):
     """On SIGTERM or SIGINT during ``fit``: finish the current iteration, save a resumable checkpoint
     (``<checkpoint dir>/last.ckpt``), and stop cleanly. A second signal aborts at once.
 
-    Resume with ``fit --ckpt_path last`` (or the printed path); at most the interrupted iteration's
-    remaining work is redone, nothing already checkpointed is lost.
+    The checkpoint is written when training ends (``on_train_end``), after every end-of-iteration hook has
+    run (the module's learning-rate step and history row among them), so a resumed run continues exactly as
+    the uninterrupted one, whatever the checkpoint cadence (every iteration, every n, or none). With
+    several processes the stop is decided together: a signal to any rank stops every rank after the same
+    iteration. Resume with ``fit --ckpt_path last`` (or the printed path); at most the interrupted
+    iteration's remaining work is redone, nothing already checkpointed is lost.
     """
 
     def __init__(self) -> None:
         self.requested: str | None = None
+        self.stopping = False  # every rank agreed to stop after the current iteration
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
@@ -98,7 +103,7 @@ class GracefulShutdown(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Installed after Lightning registers its own SIGTERM handler, which would stop mid-iteration.
-        self.requested = None
+        self.requested, self.stopping = None, False
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -106,15 +111,20 @@ class GracefulShutdown(L.Callback):
             signal.signal(signum, self._handler)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.requested is None:
+        # (a collective: every rank asks, so a signal to one rank stops them all after this iteration)
+        self.stopping = trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False)
+        if self.stopping:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.stopping:
             return
-        trainer.should_stop = True
         path = checkpoint_dir(trainer) / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path)  # (every rank: a collective under DDP/FSDP)
         if trainer.is_global_zero:
             print(
-                f"msgrpo: stopped after iteration {trainer.current_epoch} on {self.requested}; checkpoint {path}. "
-                "Resume with: fit --ckpt_path last (same config and root dir)",
+                f"msgrpo: stopped after iteration {trainer.current_epoch} on {self.requested or 'a signal'}; "
+                f"checkpoint {path}. Resume with: fit --ckpt_path last (same config and root dir)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -15,8 +15,10 @@ sample's token mean, then the mean over samples).
 Semantics under truncated sampling (top-k / top-p): the ratio is taken under the sampling distribution,
 the one the rollout drew from, so it is exactly 1 at the first update. A token that the updated policy
 ranks outside its top-k / top-p set has probability 0 there (``logp = -inf``): its bounded log-ratio makes
-its ratio ``e^-20``, it gets no gradient (its term is clipped or 0), it is left out of ``approx_kl`` and is
-counted in ``support_exit_frac``. The KL penalty compares the current and the reference policy on the
+its ratio ``e^-20``, it gets no gradient (its term is clipped or 0), it is counted in ``support_exit_frac``,
+and it counts in ``approx_kl`` with that bounded log-ratio (``e^-20 - 1 + 20``, about 19 nats): a step that
+pushes sampled tokens out of the support is a large move, which ``target_kl`` and the trust region see.
+The KL penalty compares the current and the reference policy on the
 untruncated distribution (allowed tokens and temperature only), where every sampled token has a finite
 log-prob under both. Padded positions are selected away with ``where``: nothing at them enters arithmetic.
 """
@@ -43,13 +45,16 @@ def bounded_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, real: 
 
 @torch.no_grad()
 def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """``(sum, count)`` of ``(ratio - 1) - log ratio`` over the real tokens still inside the current
-    support (a token outside a truncated support has ``logprobs = -inf`` and is left out)."""
+    """``(sum, count)`` of ``(ratio - 1) - log ratio`` over the real tokens, with the bounded log-ratio.
+
+    A token outside the current truncated support (``logprobs = -inf``) counts with ``log ratio = -20``
+    (about 19 nats): a step that pushes the sampled tokens out of the top-k / top-p set moved the policy
+    far, and ``target_kl`` and the trust region must see it (leaving such tokens out would measure 0).
+    """
     real = mask.bool()
-    inside = real & ~torch.isneginf(logprobs)
     log_ratio = bounded_log_ratio(logprobs, old_logprobs, real)
-    terms = torch.where(inside, torch.exp(log_ratio) - 1.0 - log_ratio, log_ratio.new_zeros(()))
-    return float(terms.sum()), int(inside.sum())
+    terms = torch.where(real, torch.exp(log_ratio) - 1.0 - log_ratio, log_ratio.new_zeros(()))
+    return float(terms.sum()), int(real.sum())
 
 
 @dataclass
@@ -61,8 +66,8 @@ class LossOutput:
         policy_loss: The clipped policy-gradient part (same normalisation).
         kl: Mean k3 KL to the reference (0 without one).
         clip_frac: Fraction of tokens whose clipped term was active.
-        approx_kl: Mean ``(ratio - 1) - log ratio`` over the tokens still inside the current support: how
-            far the policy moved from the rollout policy.
+        approx_kl: Mean ``(ratio - 1) - log ratio`` over the real tokens (bounded log-ratio: a token that
+            left a truncated support counts about 19 nats): how far the policy moved from the rollout policy.
         ratio_mean: Mean importance ratio.
         support_exit_frac: Fraction of tokens the current policy no longer samples (outside its top-k /
             top-p set; 0 without truncation).
@@ -209,13 +214,13 @@ class MSGRPOLoss(nn.Module):
             exited = real & torch.isneginf(logprobs)  # [B, C] left the current truncated support
             inside = real & ~exited
             active = ((ratio < 1.0 - self.clip_eps) & (adv < 0)) | ((ratio > 1.0 + self.clip_eps_high) & (adv > 0))
-            approx = torch.where(inside, (ratio - 1.0) - log_ratio, zero)
+            approx = torch.where(real, (ratio - 1.0) - log_ratio, zero)
             return LossOutput(
                 loss=loss,
                 policy_loss=reduce(pg).detach(),
                 kl=keep(kl).sum() / n,
                 clip_frac=(active & real).sum() / n,
-                approx_kl=approx.sum() / max(int(inside.sum()), 1),
+                approx_kl=approx.sum() / n,
                 ratio_mean=keep(ratio).sum() / n,
                 support_exit_frac=exited.sum() / n,
                 max_abs_log_ratio=torch.where(inside, log_ratio.abs(), zero).max() if n_real else zero,

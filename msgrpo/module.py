@@ -48,6 +48,15 @@ def _default_optimizer(params):
     return torch.optim.AdamW(params, lr=1e-4)
 
 
+def reduced_precision(model: torch.nn.Module, trainer: L.Trainer | None) -> bool:
+    """Whether a forward pass of ``model`` computes in fewer than 32 bits: a floating-point parameter in
+    bf16 / fp16 (whatever the trainer's precision), or a trainer precision that is not 32- or 64-bit
+    (autocast or converted weights). Incremental decoding and whole-sequence scoring round differently
+    there."""
+    low = any(p.is_floating_point() and p.dtype not in (torch.float32, torch.float64) for p in model.parameters())
+    return low or (trainer is not None and not str(trainer.precision).startswith(("32", "64")))
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA max allocated on GPUs, else peak RSS."""
     if device.type == "cuda":
@@ -86,10 +95,11 @@ class MSGRPOModule(L.LightningModule):
             (``transcripts/eval.jsonl``; to TensorBoard too, with the boards as pictures). 0 = none.
         rescore_old_logprobs: Re-score the rollout's tokens with the update's whole-sequence pass before
             the updates and use those as the old log-probs (:func:`msgrpo.iteration.rescore_old_logprobs`;
-            one extra no-grad forward pass per trained sample). None = automatic: on under a reduced
-            trainer precision (``bf16-*``, ``16-*``), where incremental decoding and whole-sequence scoring
-            round differently and the first update's ratio would otherwise not be 1; off in float32,
-            where they agree. ``rollout/logprob_mismatch`` logs the largest difference it removed.
+            one extra no-grad forward pass per trained sample). None = automatic: on whenever the numerics
+            are below 32 bits (:func:`reduced_precision`: bf16 / fp16 weights, ``policy.dtype``, or a
+            reduced trainer precision, ``bf16-*``, ``16-*``), where incremental decoding and whole-sequence
+            scoring round differently and the first update's ratio would otherwise not be 1; off in
+            float32, where they agree. ``rollout/logprob_mismatch`` logs the largest difference it removed.
 
     A mini-batch whose advantages are all 0 (and no KL or entropy term) makes no optimizer step: Adam
     would still move the weights through its momentum and weight decay (``loss/no_signal_updates``).
@@ -149,11 +159,11 @@ class MSGRPOModule(L.LightningModule):
     @property
     def rescores_old_logprobs(self) -> bool:
         """Whether the rollout's log-probs are re-scored before the updates (``rescore_old_logprobs``;
-        automatic: when the trainer's precision is not 32- or 64-bit)."""
+        automatic: whenever the numerics actually used are below 32 bits, from the weights' dtype
+        (``policy.dtype: bfloat16``) or the trainer's precision (``bf16-mixed``, ``16-true``, ...))."""
         if self.rescore_old_logprobs is not None:
             return self.rescore_old_logprobs
-        trainer = self._trainer
-        return trainer is not None and not str(trainer.precision).startswith(("32", "64"))
+        return reduced_precision(self.policy, self._trainer)
 
     @property
     def fixed_generation_steps(self) -> bool:
@@ -295,10 +305,11 @@ class MSGRPOModule(L.LightningModule):
     # ----- evaluation ----------------------------------------------------------------------------
     def evaluate(self, scenario: Scenario, keep: list | None = None, observe=None) -> dict[str, float]:
         """Play a scenario's fixed seeds and summarise them (:func:`msgrpo.evaluation.evaluate`; split over
-        the ranks and gathered)."""
+        the ranks and gathered), under the precision plugin's numerics wherever it is called from (a
+        validation step, or a callback between iterations such as :class:`~msgrpo.selection.BestPolicy`)."""
         rank, world = self._world()
         gather = lambda t: self.all_gather(t.to(self.device))  # noqa: E731
-        with self.lockstep() as agent:
+        with self.sharding.numerics(), self.lockstep() as agent:
             return evaluate(agent, scenario, self.eval_greedy, rank, world, gather, keep, observe)
 
     def _eval_step(self, scenario: Scenario) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from msgrpo.averaging import PolicyAveraging, require_max_epochs, trainable_parameters
+from msgrpo.averaging import PolicyAveraging, at_iteration_end, trainable_parameters, window_start
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 
@@ -75,7 +75,7 @@ class BestPolicy(L.Callback):
     # ----- selection -----------------------------------------------------------------------------
     def first_epoch(self, trainer: L.Trainer) -> int:
         """The first validated iteration (0-based)."""
-        return max(math.ceil(self.start * require_max_epochs(trainer, "BestPolicy")) - 1, 0)
+        return window_start(trainer, self.start, "BestPolicy")
 
     def due(self, trainer: L.Trainer, epoch: int) -> bool:
         """Whether the policy after iteration ``epoch`` (0-based) is validated."""
@@ -153,8 +153,7 @@ class BestPolicy(L.Callback):
         # Lightning evaluates at an iteration's end before on_train_epoch_end: select first, so the last
         # iteration's evaluation sees the selected policy
         # (only at an iteration's end: an evaluation inside it, val_check_interval < 1, sees a half-updated policy)
-        at_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and at_end:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and at_iteration_end(trainer):
             self._validate(trainer, pl_module)
 
     # ----- checkpoints ---------------------------------------------------------------------------

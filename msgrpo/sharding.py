@@ -93,13 +93,21 @@ class Sharding:
     def shard(self, module: Any) -> None:
         """Split the policy's parameters over the ranks (``configure_model``); nothing by default."""
 
+    @contextmanager
+    def numerics(self) -> Iterator[None]:
+        """The precision plugin's forward context (autocast under ``*-mixed``), for forward passes that
+        Lightning does not wrap itself (rollouts, reference scoring, evaluations between iterations): every
+        pass of the policy then has the numerics of the update. Nests harmlessly inside Lightning's own."""
+        if self.trainer is None:
+            yield
+            return
+        with self.trainer.precision_plugin.forward_context():
+            yield
+
     def run(self, module: Any, fn: Callable[[], T]) -> T:
         """Run ``fn`` (rollouts: generation and reference scoring) where the strategy's model can run,
-        under the precision plugin's context (autocast under ``*-mixed``: rollouts have the numerics of
-        the update)."""
-        if self.trainer is None:
-            return fn()
-        with self.trainer.precision_plugin.forward_context():
+        under :meth:`numerics`."""
+        with self.numerics():
             return fn()
 
     @contextmanager

@@ -1,7 +1,11 @@
 """The one "small run" argument list of the tests that check training mechanics (checkpoints, export,
 faults, strategies), not learning."""
 
+import os
+import signal
 from pathlib import Path
+
+import lightning as L
 
 SMALL_ROLLOUT = ["--data.num_groups=2", "--data.group_size=2", "--data.sampler.init_args.num_episodes=2"]
 """2 groups of 2 episodes, 2 of them trained on."""
@@ -27,3 +31,16 @@ FAST_FIT = [
 def run_dir(root: Path | str) -> list[str]:
     """Arguments that put a run's checkpoints and logs under ``root``."""
     return [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
+
+
+
+class SignalAt(L.Callback):
+    """A callback (``--trainer.callbacks+=fast_fit.SignalAt``) that sends this process a signal when the
+    given iteration starts, as a scheduler's SIGTERM would arrive mid-run."""
+
+    def __init__(self, epoch: int = 1, signum: int = int(signal.SIGTERM)) -> None:
+        self.epoch, self.signum = epoch, signum
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)

@@ -166,8 +166,9 @@ def test_padding_holding_inf_or_nan_never_reaches_the_loss():
 
 def test_a_token_that_left_the_truncated_support_is_bounded_and_counted():
     # after an update, a sampled token can fall outside the current top-k: logp = -inf under the sampling
-    # distribution. Its ratio is e^-20 (no gradient: clipped or zero), it is left out of approx_kl, and
-    # support_exit_frac counts it; the KL uses the untruncated log-probs, which stay finite.
+    # distribution. Its ratio is e^-20 (no gradient: clipped or zero), it counts in approx_kl with the bounded
+    # log-ratio -20 (a large move, not none), and support_exit_frac counts it; the KL uses the untruncated
+    # log-probs, which stay finite.
     new = torch.tensor([[float("-inf"), math.log(1.1)]], requires_grad=True)
     full = torch.tensor([[math.log(0.01), math.log(1.1)]], requires_grad=True)
     old = torch.zeros(1, 2)
@@ -176,7 +177,8 @@ def test_a_token_that_left_the_truncated_support_is_bounded_and_counted():
         out = MSGRPOLoss(kl_coef=0.1)(new, old, torch.tensor([adv]), torch.ones(1, 2), ref, full_logprobs=full)
         assert torch.isfinite(out.loss)
         assert out.support_exit_frac.item() == pytest.approx(0.5)
-        assert out.approx_kl.item() == pytest.approx((1.1 - 1) - math.log(1.1), rel=1e-5)  # the other token
+        left = math.exp(-20) - 1 + 20  # (r - 1) - log r at log r = -20
+        assert out.approx_kl.item() == pytest.approx((left + (1.1 - 1) - math.log(1.1)) / 2, rel=1e-5)
         g_new, g_full = torch.autograd.grad(out.loss, (new, full))
         assert g_new[0, 0] == 0 and torch.isfinite(g_new).all()
         # k3 on the untruncated token: d = 0 - log 0.01; d/dlogp of (e^d - d - 1) = 1 - e^d, times kl / 2

@@ -67,6 +67,8 @@ CASES = {
     "tiny token budget": [*MIXED, "--data.token_budget=400"],
     "no prefix sharing": [*MIXED, "--model.policy.init_args.share_prefill=false"],
     "bf16-mixed": [*MIXED, "--trainer.precision=bf16-mixed"],
+    # bf16 weights under the default 32-true precision: the weights' dtype alone decides the re-scoring
+    "bf16 weights, 32-true": [*MIXED, "--model.policy.init_args.dtype=bfloat16"],
     "re-scored float32": [*MIXED, "--model.rescore_old_logprobs=true"],
     "credit StepReward": [*FREE_ONE, "--data.credit_assigner=StepReward"],
     "credit DiscountedReturn": [*FREE_ONE, "--data.credit_assigner=DiscountedReturn"],

@@ -145,6 +145,26 @@ def test_an_evaluation_inside_an_iteration_is_not_a_selection_point(tmp_path):
     assert _equal(_weights(cli), _callback(cli, Recorder).updated[1])
 
 
+def test_validation_runs_under_the_precision_plugins_autocast(tmp_path, monkeypatch):
+    # bf16-mixed: training rollouts and the evaluation panel run under autocast; so must the selection's
+    # games (played between iterations, outside Lightning's steps), or it scores another policy's numerics
+    import msgrpo.rollout
+
+    autocast = []
+    play = msgrpo.rollout.play
+
+    def spy(*args, greedy=False, **kwargs):
+        if greedy:  # the selection's games (training rollouts sample)
+            autocast.append(torch.is_autocast_enabled("cpu"))
+        return play(*args, greedy=greedy, **kwargs)
+
+    monkeypatch.setattr(msgrpo.rollout, "play", spy)
+    chooser = ["--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=2",
+               "--trainer.callbacks.episodes=2"]  # fmt: skip
+    _fit(tmp_path, "--trainer.limit_val_batches=0", "--trainer.precision=bf16-mixed", *chooser)
+    assert autocast == [True, True]  # after iterations 2 and 4
+
+
 class NaNScores(BestPolicy):
     def score(self, pl_module) -> float:
         return float("nan")

@@ -1,5 +1,7 @@
 """The update's named parts (``msgrpo.update``), each without a Trainer."""
 
+import math
+
 import pytest
 import torch
 from test_grad_accumulation import _samples
@@ -119,3 +121,50 @@ def test_trust_region_retries_smaller_and_never_lands_outside(tiny_policy_factor
     landed, undone = TrustRegion(max_kl=start * 1e-3, retries=2).step(opt, policy, lambda: approx_kl_of(policy, mini))
     assert not landed and undone == 3
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_trust_region_undoes_a_step_that_pushes_every_sampled_token_out_of_the_top_k(tiny_policy_factory):
+    # top_k=2 and a large step against the sampled tokens: for some samples every sampled token falls out
+    # of the current top-2 (log-prob -inf). Measured on those samples, such a step used to read as KL 0 (the
+    # tokens were left out) and landed; counted with the bounded log-ratio it is far outside the region.
+    from msgrpo.loss import approx_kl
+
+    policy = tiny_policy_factory(max_new_tokens=2, top_k=2)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    pad = policy.tokenizer.pad_token_id
+
+    def on_policy_batch(samples):
+        mini = minibatches(samples, 1, 10**6, pad, torch.Generator().manual_seed(0))[0]
+        for micro in mini.micro_batches:
+            micro.old_logprobs = micro.per_sample(policy.completion_logprobs(micro).logprobs.detach())
+            micro.advantages = torch.full_like(micro.advantages, -1.0)
+        return mini
+
+    def big_step(mini):
+        opt = torch.optim.SGD(params, lr=100.0)
+        opt.zero_grad()
+        loss = MSGRPOLoss(clip_eps=1e9)
+        accumulate(policy, loss, mini, (mini.num_tokens, mini.num_sequences), lambda x: x.backward())
+        return opt
+
+    samples = _samples(policy, 8)
+    before = [p.detach().clone() for p in params]
+    big_step(on_policy_batch(samples)).step()
+    with torch.no_grad():
+        exited = [bool(torch.isneginf(policy.completion_logprobs(on_policy_batch([s]).micro_batches[0]).logprobs)
+                  .all()) for s in samples]  # fmt: skip
+        for p, b in zip(params, before):
+            p.copy_(b)
+    gone = [s for s, e in zip(samples, exited) if e]
+    assert gone, "no sample had all its tokens pushed out: make the step larger"
+    opt = big_step(on_policy_batch(samples))  # the same step again ...
+    measured = on_policy_batch(gone)  # ... measured on the samples it pushes out entirely
+    landed, undone = TrustRegion(max_kl=0.05, retries=0).step(opt, policy, lambda: approx_kl_of(policy, measured))
+    assert not landed and undone == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+    opt.step()  # the same step, taken: the measure is the bounded log-ratio's term at every token
+    micro = measured.micro_batches[0]
+    with torch.no_grad():
+        logp = micro.per_sample(policy.completion_logprobs(micro).logprobs)
+    total, count = approx_kl(logp, micro.old_logprobs, micro.completion_mask)
+    assert count == int(micro.completion_mask.sum()) and total / count == pytest.approx(math.exp(-20) + 19, rel=1e-5)
