@@ -73,12 +73,15 @@ def main(argv=None) -> dict:
         "random": {},
         "greedy": {},
     }
+    raw: dict[str, dict[str, dict[str, float]]] = {"trained": {}, "random": {}}  # unrounded, for the margins
     for scenario, many in zip(data.panel, data.reference_panel, strict=True):
         modes = evaluate_modes(module, scenario)
         results["initial"][scenario.name] = figures(modes["greedy"])
         results["initial_sampled"][scenario.name] = figures(modes["sampled"])
         for name, policy in (("random", RandomPolicy(seed=seed)), ("greedy", SnakeGreedy())):
-            results[name][scenario.name] = figures(summarize(play_reference(policy, many)))
+            summary = summarize(play_reference(policy, many))
+            raw.setdefault(name, {})[scenario.name] = summary
+            results[name][scenario.name] = figures(summary)
     print(f"initial: {json.dumps(results['initial'])}", flush=True)
     print(f"initial, sampled: {json.dumps(results['initial_sampled'])}", flush=True)
     start = time.perf_counter()
@@ -86,6 +89,7 @@ def main(argv=None) -> dict:
     wall = time.perf_counter() - start
     for scenario in data.panel:
         modes = evaluate_modes(module, scenario)
+        raw["trained"][scenario.name] = modes["greedy"]
         results["trained"][scenario.name] = figures(modes["greedy"])
         results["trained_sampled"][scenario.name] = figures(modes["sampled"])
 
@@ -97,8 +101,8 @@ def main(argv=None) -> dict:
         p: {"return_mean": mean_over(p, "return_mean"), "death_rate": mean_over(p, "death_rate")} for p in results
     }
     margins = {
-        name: round(max(-99.0, min(99.0, margin_se(results["trained"][name], results["random"][name]))), 2)
-        for name in results["trained"]
+        name: round(max(-99.0, min(99.0, margin_se(raw["trained"][name], raw["random"][name]))), 2)
+        for name in raw["trained"]
     }
     out = {
         "seed": seed,

@@ -83,8 +83,9 @@ class RolloutDataModule(L.LightningDataModule):
             after them. More episodes than the model's make the reference's mean nearly exact, so the
             trained policy's margin over it is limited by its own evaluation only. Default 1000.
         train_scenarios: Train on a mixture of the game's scenarios (names from
-            :meth:`~msgrpo.game.TextGame.scenarios`): the groups of an iteration cycle through them, so
-            every iteration plays each setting (e.g. Snake's ``[train, poison, two-opponents]``). None
+            :meth:`~msgrpo.game.TextGame.scenarios`): the groups cycle through them, the cycle running on
+            across iterations and ranks (:meth:`group_games`), so every setting gets the same share of
+            the run (e.g. Snake's ``[train, poison, two-opponents]``). None
             (default): every group plays ``game`` as configured.
         log_episodes: Training episodes per iteration whose transcripts are written under the log dir
             (``transcripts/train.jsonl``, and to TensorBoard): the first episode of each of the first
@@ -188,16 +189,23 @@ class RolloutDataModule(L.LightningDataModule):
         """Reset seeds of this rank's groups at ``iteration`` (distinct per rank, replayable on resume)."""
         return self.seeds.group_seeds(iteration, rank, self.num_groups)
 
+    def group_games(self, iteration: int, rank: int = 0, world: int = 1) -> list[TextGame]:
+        """The game each of this rank's groups plays at ``iteration``: one cycle through ``train_games``
+        that runs on across ranks and iterations (group ``g`` of rank ``r`` is number
+        ``(iteration * world + r) * num_groups + g`` of the run), so a mixture is balanced over the run
+        even when the group count is not a multiple of the scenario count (3 scenarios over 8 groups:
+        8 / 8 / 8 every 3 iterations, not 3 / 3 / 2 every time)."""
+        first = (iteration * world + rank) * self.num_groups
+        return [self.train_games[(first + g) % len(self.train_games)] for g in range(self.num_groups)]
+
     # ----- one iteration -------------------------------------------------------------------------
     def make_iteration(self, module: RolloutHost, iteration: int) -> list[MiniBatch]:
         """One MS-GRPO iteration's data (:func:`msgrpo.iteration.run_iteration`) for this rank."""
         rank, world = self._rank_world()
         pad_id = module.policy.tokenizer.pad_token_id
-        first = rank * self.num_groups  # every rank continues the cycle of settings where the last left it
-        games = [self.train_games[(first + g) % len(self.train_games)] for g in range(self.num_groups)]
         batches, episodes = run_iteration(
             module,
-            games,
+            self.group_games(iteration, rank, world),
             self.credit_assigner,
             self.sampler,
             self.settings,

@@ -87,9 +87,14 @@ def summarize(episodes: Sequence[Episode]) -> dict[str, float]:
 def margin_se(policy: dict[str, float], reference: dict[str, float]) -> float:
     """How far ``policy``'s mean return is above ``reference``'s, in standard errors of the difference.
 
-    ``(mean_p - mean_r) / sqrt(se_p^2 + se_r^2)`` (the two sets of episodes are independent samples, of any
-    sizes): 3 or more is a clear win. When both standard errors are 0 (every episode of each scored the
-    same), any difference is exact: +-inf, and 0 for equal means.
+    ``(mean_p - mean_r) / sqrt(se_p^2 + se_r^2)``, the standard error of a difference of independent means
+    (of any sizes): 3 or more is a clear win. The samples are not quite independent in the end-of-fit table
+    and the benchmarks: the reference players play the model's seeds first (then more), so the two share
+    their first episodes' start states. On a shared seed the outcomes of two players are usually positively
+    correlated (the same board is easy or hard for both), which makes the true standard error of the
+    difference smaller than this one: the reported margin is then slightly conservative. When both standard
+    errors are 0 (every episode of each scored the same), any difference is exact: +-inf, and 0 for equal
+    means.
 
     Args:
         policy: A :func:`summarize` summary (``return_mean``, ``return_stderr``).

@@ -35,6 +35,7 @@ from msgrpo.update import (
     approx_kl_of,
     data_parallel_normalisers,
     grads_finite,
+    grads_nonzero,
     has_signal,
     micro_batch_loss,
 )
@@ -88,7 +89,8 @@ class MSGRPOModule(L.LightningModule):
         rollback_kl: A trust region by backtracking (:class:`~msgrpo.update.TrustRegion`): a step after
             which the policy is further than this approximate KL from the rollout policy is undone
             (parameters and optimizer state) and retried smaller, ``rollback_retries`` times; then the
-            iteration's remaining updates are skipped (``loss/rollbacks`` counts undone tries). Unlike
+            iteration's remaining updates are skipped (``loss/rollbacks`` counts the iteration's undone
+            tries; ``rollbacks`` holds the run's total). Unlike
             ``target_kl``, no overshooting step ever lands. Costs one forward pass per step. None = off.
         rollback_retries: Smaller steps tried after an overshoot (0: undo and stop at once).
         transcripts: Episodes per scenario whose transcripts every evaluation writes under the log dir
@@ -101,7 +103,11 @@ class MSGRPOModule(L.LightningModule):
             scoring round differently and the first update's ratio would otherwise not be 1; off in
             float32, where they agree. ``rollout/logprob_mismatch`` logs the largest difference it removed.
 
-    A mini-batch whose advantages are all 0 (and no KL or entropy term) makes no optimizer step: Adam
+    The ``loss/*`` counters (``kl_stopped``, ``no_signal_updates``, ``rollbacks``, ``skipped_updates``)
+    each count the events of one iteration; their column sums are the run's totals.
+
+    A mini-batch whose advantages are all 0 (and no KL or entropy term), or whose gradient is exactly 0
+    (a KL term at the reference, entropies all above ``entropy_target``), makes no optimizer step: Adam
     would still move the weights through its momentum and weight decay (``loss/no_signal_updates``).
     """
 
@@ -213,6 +219,26 @@ class MSGRPOModule(L.LightningModule):
         self._update_s, self._update_tokens = 0.0, 0
         self._kl_stopped = self._no_signal = 0
         self._updated = False
+        # the run's totals (in checkpoints) at the iteration's start: loss/* counters log one iteration's events
+        self._totals_at_start = (self.rollbacks, self.guard.skipped)
+        self._evaluate_if_last()
+
+    def _evaluate_if_last(self) -> None:
+        """``fit`` always ends with an evaluation: at the last iteration (``trainer.max_epochs``) the validation
+        loop runs whatever ``check_val_every_n_epoch`` says (the Snake recipe evaluates every 200 iterations;
+        a run with ``--trainer.max_epochs=50`` still ends with its table)."""
+        trainer = self._trainer
+        if trainer is None or trainer.max_epochs is None or trainer.max_epochs < 1:
+            return
+        every = trainer.check_val_every_n_epoch
+        if every and self.current_epoch == trainer.max_epochs - 1 and trainer.max_epochs % every:
+            self._check_val_every = every  # put back when training ends
+            trainer.check_val_every_n_epoch = 1  # (read by Lightning at the iteration's end)
+
+    def on_train_end(self) -> None:
+        every = self.__dict__.pop("_check_val_every", None)
+        if every is not None:
+            self.trainer.check_val_every_n_epoch = every
 
     def log(self, name, value, *args, **kwargs) -> None:
         # Every value is one number per rank and iteration (batch_size 1). Across ranks: metric objects
@@ -261,12 +287,14 @@ class MSGRPOModule(L.LightningModule):
         if finite and self.max_grad_norm is not None:
             self.sharding.clip_gradients(self, opt, self.max_grad_norm)
         finite = finite and self.sharding.all(grads_finite(self.policy))
-        if finite:
+        if finite and not self.sharding.any(grads_nonzero(self.policy)):  # e.g. every entropy above the floor
+            opt.zero_grad()
+            self._no_signal += 1
+        elif finite:
             self._step(opt, batch)
         else:
             opt.zero_grad()
             self.guard.skip(lambda: save_stop_checkpoint(self.trainer))
-        self.log("loss/skipped_updates", float(self.guard.skipped), reduce_fx="max")
         if finite:  # the same decision on every rank: every rank logs the same keys
             for name, value in stats.metrics().items():
                 self.log(name, value)
@@ -291,7 +319,9 @@ class MSGRPOModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("loss/kl_stopped", float(self._kl_stopped), reduce_fx="max")
         self.log("loss/no_signal_updates", float(self._no_signal), reduce_fx="max")
-        self.log("loss/rollbacks", float(self.rollbacks), reduce_fx="max")
+        rollbacks, skipped = self._totals_at_start
+        self.log("loss/rollbacks", float(self.rollbacks - rollbacks), reduce_fx="max")
+        self.log("loss/skipped_updates", float(self.guard.skipped - skipped), reduce_fx="max")
         self.log("loss/lr", self.optimizers().param_groups[0]["lr"])
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # manual optimization: Lightning leaves stepping to the module

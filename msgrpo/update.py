@@ -84,7 +84,9 @@ def has_signal(batch: MiniBatch, loss: MSGRPOLoss) -> bool:
     token, or a KL or entropy term.
 
     Without one, an optimizer step would still move the weights (Adam's momentum and weight decay with a
-    zero gradient): the update makes no step at all.
+    zero gradient): the update makes no step at all, and skips the forward and backward passes too. A KL
+    or entropy term may still have an exactly zero gradient (the policy at its reference; every entropy
+    above ``entropy_target``): :func:`grads_nonzero` catches those after the backward pass.
     """
     if loss.kl_coef > 0 or loss.entropy_coef > 0:
         return True
@@ -196,6 +198,20 @@ def grads_finite(module: nn.Module) -> bool:
         if not torch.isfinite(g).all():
             return False
     return True
+
+
+def grads_nonzero(module: nn.Module) -> bool:
+    """Whether any local gradient (this rank's shard under FSDP) has a non-zero entry. An exactly zero
+    gradient gets no optimizer step: Adam would still move the weights through its momentum and weight
+    decay."""
+    for p in module.parameters():
+        g = p.grad
+        if g is None:
+            continue
+        g = g.to_local() if hasattr(g, "to_local") else g
+        if bool(g.any()):
+            return True
+    return False
 
 
 @torch.no_grad()

@@ -113,5 +113,25 @@ def test_train_scenarios_cycle_through_the_groups(tiny_policy_factory):
     data.make_iteration(_module(policy), iteration=0)
     opponents = [e.steps[0].observation.count("Opponent ") for e in data.last_episodes[::2]]
     assert opponents == [1, 2, 1]
+    data.make_iteration(_module(policy), iteration=1)  # the cycle goes on where iteration 0 left it
+    opponents = [e.steps[0].observation.count("Opponent ") for e in data.last_episodes[::2]]
+    assert opponents == [2, 1, 2]
     with pytest.raises(ConfigError, match="train_scenarios must be a non-empty list"):
         RolloutDataModule(Snake(), train_scenarios=["moon"])
+
+
+def test_a_mixture_is_balanced_over_iterations_and_ranks():
+    from collections import Counter
+
+    from msgrpo.components.games import Snake
+
+    names = ["train", "poison", "two-opponents"]
+    data = RolloutDataModule(Snake(), num_groups=8, group_size=2, train_scenarios=names)
+    index = {id(game): name for game, name in zip(data.train_games, names)}
+    counts = Counter(index[id(g)] for it in range(30) for g in data.group_games(it))
+    assert counts == {"train": 80, "poison": 80, "two-opponents": 80}  # (was 90 / 90 / 60)
+    assert [index[id(g)] for g in data.group_games(1)][:2] == ["two-opponents", "train"]  # 8 % 3 = 2 on
+    # two ranks: rank 1 continues where rank 0 left off, and iteration 1 where rank 1 of iteration 0 did
+    both = [index[id(g)] for it in range(3) for rank in range(2) for g in data.group_games(it, rank, world=2)]
+    assert Counter(both) == {n: 16 for n in names}
+    assert both == [names[i % 3] for i in range(48)]

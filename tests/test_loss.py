@@ -81,14 +81,25 @@ def test_k3_kl_by_hand():
     del old
 
 
-def test_asymmetric_clip_and_gradient():
-    new = _lp([[1.25]]).requires_grad_(True)
-    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(new, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
-    # ratio 1.25 < 1.3: unclipped, loss = -1.25, d loss / d logp = -ratio = -1.25
+@pytest.mark.parametrize(
+    ("ratio", "adv", "loss", "grad", "clipped"),
+    [
+        # clip range [1 - 0.2, 1 + 0.3] = [0.8, 1.3]; loss = -min(r A, clip(r) A); d loss / d logp = -r A or 0
+        (1.25, 1.0, -1.25, -1.25, False),  # A > 0 inside the upper clip (a symmetric 0.2 would clip it)
+        (1.35, 1.0, -1.3, 0.0, True),  # A > 0 above 1.3: the clipped term, no gradient
+        (0.7, 1.0, -0.7, -0.7, False),  # A > 0 below 0.8: the lower clip does not bind for A > 0
+        (0.85, -1.0, 0.85, 0.85, False),  # A < 0 inside the lower clip
+        (0.75, -1.0, 0.8, 0.0, True),  # A < 0 below 0.8: clipped, no gradient
+        (1.35, -1.0, 1.35, 1.35, False),  # A < 0 above 1.3: the upper clip does not bind for A < 0
+    ],
+)
+def test_asymmetric_clip_both_sides_of_both_clips(ratio, adv, loss, grad, clipped):
+    new = _lp([[ratio]]).requires_grad_(True)
+    out = MSGRPOLoss(clip_eps=0.2, clip_eps_high=0.3)(new, torch.zeros(1, 1), torch.tensor([adv]), torch.ones(1, 1))
     out.loss.backward()
-    assert out.loss.item() == pytest.approx(-1.25)
-    assert new.grad.item() == pytest.approx(-1.25)
-    assert out.clip_frac.item() == 0.0
+    assert out.loss.item() == pytest.approx(loss, abs=1e-6)
+    assert new.grad.item() == pytest.approx(grad, abs=1e-6)
+    assert out.clip_frac.item() == float(clipped)
 
 
 def test_kl_needs_reference_and_bad_values():

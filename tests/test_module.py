@@ -68,3 +68,18 @@ def test_bad_module_settings(tiny_policy):
         with pytest.raises(ConfigError, match=needle):
             MSGRPOModule(tiny_policy, **kwargs)
     assert torch.is_tensor(next(MSGRPOModule(tiny_policy).parameters()))
+
+
+def test_fit_always_ends_with_an_evaluation(tmp_path):
+    # evaluations every 50 iterations (the recipe's) and a 3-iteration run: the last iteration is evaluated anyway
+    from fast_fit import FAST_FIT, run_dir
+
+    from msgrpo.recipes import frozen_lake
+
+    args = ["fit", *FAST_FIT, "--trainer.limit_val_batches=1.0", "--trainer.check_val_every_n_epoch=2",
+            "--trainer.max_epochs=3", *run_dir(tmp_path)]  # fmt: skip
+    cli = frozen_lake.main(args)
+    evaluated = [row["iteration"] for row in cli.model.history if "eval/train/success_rate" in row]
+    assert evaluated == [1.0, 2.0]  # every 2nd, and the last
+    assert cli.trainer.check_val_every_n_epoch == 2  # the setting is left as it was
+    assert cli.model.eval_results

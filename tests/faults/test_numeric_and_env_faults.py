@@ -55,6 +55,17 @@ def test_nan_update_is_skipped_and_weights_untouched(tiny_policy_factory, tmp_pa
     assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
 
 
+def test_counters_count_each_iterations_events(tiny_policy_factory, tmp_path):
+    # NaN on the first update of iterations 0 and 2 (one micro-batch an update): loss/skipped_updates logs each
+    # iteration's own count, like its siblings (no_signal_updates, kl_stopped, rollbacks), not a running total
+    policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
+    module, data, trainer = _fit(policy, NaNLoss(bad={1, 3}), tmp_path, epochs=3)
+    with pytest.warns(UserWarning, match="update skipped"):
+        trainer.fit(module, datamodule=data)
+    assert [row["loss/skipped_updates"] for row in module.history] == [1.0, 0.0, 1.0]
+    assert module.guard.skipped == 2  # the run's total
+
+
 def test_consecutive_bad_updates_stop_with_checkpoint(tiny_policy_factory, tmp_path):
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
     module, data, trainer = _fit(policy, NaNLoss(bad=range(1, 100)), tmp_path, epochs=10, max_bad=3)
