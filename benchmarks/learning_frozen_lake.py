@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-from common import add_seed_arguments, aggregate, build_recipe, curve, evaluate_modes, run_seeds
+from common import add_seed_arguments, build_recipe, curve, evaluate_modes, path_arguments, study
 
 from msgrpo.cli import config_path
 
@@ -42,13 +41,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--modes", default="greedy,sampled", help="decoding modes to evaluate")
     parser.add_argument("overrides", nargs="*", help="extra recipe arguments, e.g. --model.optimizer.init_args.lr=3e-3")
     args = parser.parse_args(argv)
-    if len(args.seeds) > 1:
-        per_seed = run_seeds(
-            __file__, list(sys.argv[1:] if argv is None else argv), args.seeds, args.parallel, args.out
-        )
-        metrics = ["final_success_rate", "final_success_rate_sampled", "iterations", "wall_s"]
-        result = aggregate(per_seed, metrics)
-        print(json.dumps(result), flush=True)
+    metrics = ["final_success_rate", "final_success_rate_sampled", "iterations", "wall_s"]
+    if (result := study(__file__, argv, args, metrics)) is not None:
         return result
     modes = args.modes.split(",")
     if unknown := set(modes) - {"greedy", "sampled"}:
@@ -58,7 +52,12 @@ def main(argv=None) -> dict:
     extra = [*overlays, f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenario}]"]
     extra.append(f"--data.game.init_args.map_name={'4x4' if args.map == 'classic' else 'null'}")
     cli = build_recipe(
-        "frozen_lake.yaml", args.out, args.minutes, args.max_iterations, args.seeds[0], extra + args.overrides
+        "frozen_lake.yaml",
+        args.out,
+        args.minutes,
+        args.max_iterations,
+        args.seeds[0],
+        extra + args.overrides + path_arguments(args),
     )
     module, data = cli.model, cli.datamodule
     scenario = data.panel[0]

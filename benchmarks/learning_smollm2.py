@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-from common import add_seed_arguments, aggregate, build_recipe, curve, run_seeds
+from common import add_seed_arguments, build_recipe, curve, path_arguments, study
 
 from msgrpo.cli import config_path
 
@@ -63,12 +62,8 @@ def main(argv=None) -> dict:
     add_seed_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="extra arguments for the SmolLM2 run")
     args = parser.parse_args(argv)
-    if len(args.seeds) > 1:
-        per_seed = run_seeds(
-            __file__, list(sys.argv[1:] if argv is None else argv), args.seeds, args.parallel, args.out
-        )
-        result = aggregate(per_seed, ["trained_nonslip_success", "zero_shot_nonslip_success", "iterations"])
-        print(json.dumps(result), flush=True)
+    metrics = ["trained_nonslip_success", "zero_shot_nonslip_success", "iterations"]
+    if (result := study(__file__, argv, args, metrics)) is not None:
         return result
     seed = args.seeds[0]
     eval_args = [f"--data.eval_episodes={args.episodes}"]
@@ -95,7 +90,8 @@ def main(argv=None) -> dict:
     del free
     print(f"zero-shot, free format: {json.dumps(result['zero_shot_free'])}", flush=True)
     cli, wall = _train("frozen_lake.yaml", ["smollm2.yaml"], os.path.join(args.out, "smollm2"), args.minutes, seed,
-                       [*eval_args, "--trainer.limit_val_batches=0", *args.overrides])  # fmt: skip
+                       [*eval_args, "--trainer.limit_val_batches=0", *args.overrides,
+                        *path_arguments(args)])  # fmt: skip
     result["trained"] = _evaluate(cli.model, cli.datamodule.panel)
     result["trained_sampled"] = _evaluate(cli.model, cli.datamodule.panel, greedy=False)
     result["iterations"] = len(cli.model.history)

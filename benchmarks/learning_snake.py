@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
-from common import add_seed_arguments, aggregate, build_recipe, curve, evaluate_modes, run_seeds
+from common import add_seed_arguments, build_recipe, curve, evaluate_modes, path_arguments, study
 
 from msgrpo.evaluation import margin_se, summarize
 from msgrpo.reference import RandomPolicy, SnakeGreedy, play_reference
@@ -53,17 +52,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="runs/bench_snake")
     parser.add_argument("overrides", nargs="*", help="extra recipe arguments")
     args = parser.parse_args(argv)
-    if len(args.seeds) > 1:
-        per_seed = run_seeds(
-            __file__, list(sys.argv[1:] if argv is None else argv), args.seeds, args.parallel, args.out
-        )
-        metrics = ["min_margin_se", "trained_return_mean", "random_return_mean", "iterations", "wall_s"]
-        result = aggregate(per_seed, metrics)
-        print(json.dumps(result), flush=True)
+    metrics = ["min_margin_se", "trained_return_mean", "random_return_mean", "iterations", "wall_s"]
+    if (result := study(__file__, argv, args, metrics)) is not None:
         return result
     seed = args.seeds[0]
     extra = [f"--data.eval_episodes={args.episodes}", f"--data.eval_scenarios=[{args.scenarios}]"]
-    cli = build_recipe("snake.yaml", args.out, args.minutes, args.max_iterations, seed, extra + args.overrides)
+    cli = build_recipe(
+        "snake.yaml", args.out, args.minutes, args.max_iterations, seed, extra + args.overrides + path_arguments(args)
+    )
     module, data = cli.model, cli.datamodule
     results: dict[str, dict[str, dict[str, float]]] = {
         "initial": {},
@@ -121,6 +117,14 @@ def main(argv=None) -> dict:
         "random_return_mean": summary["random"]["return_mean"],
         "scenarios": results,
         "train_rollout_return_curve": curve(module.history, "rollout/return_mean"),
+        "entropy_curve": curve(module.history, "loss/entropy"),
+        "advantage_mean": round(
+            sum(h.get("loss/advantage_mean", 0.0) for h in module.history) / max(len(module.history), 1), 4
+        ),  # fmt: skip
+        "selected_iteration": next(
+            (h["select/best_iteration"] for h in reversed(module.history) if "select/best_iteration" in h), None
+        ),  # fmt: skip
+        "capability": __import__("torch").backends.cpu.get_cpu_capability(),
     }
     print(json.dumps(out), flush=True)
     return out

@@ -143,6 +143,17 @@ class MSGRPOCLI(LightningCLI):
                 return
         super().parse_arguments(parser, args)
 
+    def before_instantiate_classes(self) -> None:
+        """``--reproducible``: pin the float path before any model is built (:mod:`msgrpo.reproducible`)."""
+        config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+        if config.get("reproducible"):
+            from msgrpo.reproducible import pin_float_path
+
+            pinned = pin_float_path()
+            if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+                print(f"msgrpo: reproducible float path: {', '.join(f'{k}={v}' for k, v in pinned.items())}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
     def instantiate_classes(self) -> None:
         """Build every object; an invalid setting of any of them is one :class:`ConfigError` naming its
         configuration key (``data.game.init_args.size must be >= 2, got 1``)."""
@@ -210,6 +221,14 @@ class MSGRPOCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.num_sanity_val_steps": 0})
         parser.add_argument(
+            "--reproducible",
+            type=bool,
+            default=False,
+            help="Pin the float path (ATen AVX2 kernels, MKL's compatible GEMM branch, 2 threads, deterministic "
+            "algorithms) so that the same command gives the same figures on any x86-64 machine with AVX2; slower "
+            "(msgrpo.reproducible).",
+        )
+        parser.add_argument(
             "--results_json",
             type=str | None,
             default=None,
@@ -218,59 +237,6 @@ class MSGRPOCLI(LightningCLI):
 
     def _log_dir(self) -> Path:
         return Path(self.trainer.log_dir or self.trainer.default_root_dir)
-
-    def after_fit(self) -> None:
-        module: MSGRPOModule = self.model
-        log_dir = self._log_dir()  # a collective under DDP/FSDP: every rank asks
-        if self.trainer.global_rank != 0 or not module.history:
-            return
-        # one iteration's rollouts are noisy (Snake's start states vary a lot): average a few at each end
-        window = max(1, min(10, len(module.history) // 2))
-        first, last = module.history[:window], module.history[-window:]
-
-        def fmt(rows, key):
-            values = [row[key] for row in rows if key in row]
-            return f"{sum(values) / len(values):.2f}" if values else "n/a"
-
-        ckpt = self.trainer.checkpoint_callback
-        best = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
-        game = getattr(self.datamodule, "game", None)
-        meaning = f" ({game.success_meaning})" if getattr(game, "success_meaning", "") else ""
-        references = self._references(module.eval_results) if module.eval_results else {}
-        curves = _draw_curves(log_dir, references)
-        print(
-            f"\nmsgrpo: trained {len(module.history)} iterations. Training rollouts"
-            + (f" (mean of the first and last {window} iterations)" if window > 1 else "")
-            + f": success rate{meaning} "
-            f"{fmt(first, 'rollout/success_rate')} -> {fmt(last, 'rollout/success_rate')}, mean return "
-            f"{fmt(first, 'rollout/return_mean')} -> {fmt(last, 'rollout/return_mean')}, invalid actions "
-            f"{fmt(first, 'rollout/invalid_action_rate')} -> {fmt(last, 'rollout/invalid_action_rate')}."
-            + (f" Checkpoint: {best}" if best else "")
-            + f" Metrics: {log_dir}"
-            + (f" Curves: {curves}" if curves else ""),
-            flush=True,
-        )
-        if module.eval_results:
-            legend = f" (success = {game.success_meaning})" if meaning else ""
-            names = ", ".join(references)
-            print(
-                f"Last evaluation{legend}, with the reference players ({names}) on the same seeds and more:\n"
-                + format_table(module.eval_results, references),
-                flush=True,
-            )
-
-    def _references(self, results: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
-        """The game's reference players (no model: cheap) on the evaluated scenarios' seeds and, up to the
-        data module's ``reference_episodes``, the ones after them."""
-        from msgrpo.evaluation import summarize
-        from msgrpo.reference import play_reference
-
-        data = self.datamodule
-        panel = [s for s in getattr(data, "reference_panel", getattr(data, "panel", [])) if s.name in results]
-        if not panel:
-            return {}
-        policies = panel[0].game.reference_policies()
-        return {name: {s.name: summarize(play_reference(p, s)) for s in panel} for name, p in policies.items()}
 
     def _after_eval(self) -> None:
         module: MSGRPOModule = self.model
@@ -311,22 +277,6 @@ def _class_paths(node, key: str = "") -> list[tuple[str, str]]:
         elif hasattr(value, "__dict__") or isinstance(value, dict):
             out.extend(_class_paths(value, child))
     return out
-
-
-def _draw_curves(log_dir: Path, references: dict) -> Path | None:
-    """Write ``references.json`` and, with matplotlib installed and a ``metrics.csv``, ``curves.png``."""
-    from msgrpo.plot import REFERENCES_FILE, plot_run
-
-    if references:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / REFERENCES_FILE).write_text(json.dumps(references, indent=1, sort_keys=True))
-    if not (log_dir / "metrics.csv").is_file():
-        return None
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return None
-    return plot_run(log_dir)
 
 
 def _config_files(args: list[str]) -> list[str]:

@@ -200,6 +200,14 @@ class MSGRPOModule(L.LightningModule):
         """The policy to play episodes with (:meth:`msgrpo.sharding.Sharding.players`)."""
         return self.sharding.players(self.policy)
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The end-of-fit summary (:class:`msgrpo.summary.RunSummary`) for any trainer that has none."""
+        from msgrpo.summary import RunSummary
+
+        trainer = self._trainer
+        has = trainer is not None and any(isinstance(c, RunSummary) for c in trainer.callbacks)
+        return [] if has else [RunSummary()]
+
     # ----- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_state(self, checkpoint)  # counters, history; under LoRA the adapter alone

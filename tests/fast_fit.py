@@ -33,7 +33,6 @@ def run_dir(root: Path | str) -> list[str]:
     return [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
 
 
-
 class SignalAt(L.Callback):
     """A callback (``--trainer.callbacks+=fast_fit.SignalAt``) that sends this process a signal when the
     given iteration starts, as a scheduler's SIGTERM would arrive mid-run."""

@@ -32,6 +32,7 @@ from msgrpo.components.returns import (
     episode_returns,
     episode_weights,
     group_normalize,
+    length_neutral,
 )
 from msgrpo.errors import ConfigError
 
@@ -135,6 +136,12 @@ class EpisodeReturn(CreditAssigner):
             default: mean and std over step rows, each row carrying its episode's return, so long
             episodes weigh more).
         eps: Added to the std.
+        length_neutral: Every episode weighs the same in the update, whatever its length: step ``t`` of
+            episode ``i`` carries ``A_i * mean_T / T_i`` (``mean_T``: the group's mean episode length;
+            :func:`~msgrpo.components.returns.length_neutral`) instead of ``A_i``. The episode advantages
+            are the paper's; only their spread over the steps changes, so a group's step advantages sum
+            to 0 and the update has no net push on whatever was sampled (``loss/advantage_mean`` near 0).
+            Off by default (the paper broadcasts ``A_i``).
     """
 
     def __init__(
@@ -142,10 +149,16 @@ class EpisodeReturn(CreditAssigner):
         scale_by_std: bool = True,
         stats_over: Literal["episodes", "steps"] = "episodes",
         eps: float = EPS,
+        length_neutral: bool = False,
     ) -> None:
         super().__init__(scale_by_std, eps)
         _check_stats_over(type(self).__name__, stats_over)
+        if not isinstance(length_neutral, bool):
+            raise ConfigError(
+                "EpisodeReturn: length_neutral must be true or false", setting="length_neutral", value=length_neutral
+            )
         self.stats_over = stats_over
+        self.length_neutral = length_neutral
 
     def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
         self._check_inputs(rewards, group_ids)
@@ -153,6 +166,8 @@ class EpisodeReturn(CreditAssigner):
 
     def assign(self, rewards, group_ids, observations=None):
         adv = self.episode_advantages(rewards, group_ids)  # [E]
+        if self.length_neutral:
+            return length_neutral(adv, torch.tensor(_lengths(rewards)), group_ids)
         return [torch.full((r.numel(),), float(a)) for r, a in zip(rewards, adv, strict=True)]
 
 

@@ -83,3 +83,29 @@ def episode_weights(advantages: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor(
         [float(a.abs().to(torch.float64).mean()) if a.numel() else 0.0 for a in advantages], dtype=torch.float32
     )
+
+
+def length_neutral(advantages: torch.Tensor, lengths: torch.Tensor, group_ids: torch.Tensor) -> list[torch.Tensor]:
+    """Spread each episode's advantage over its steps so that every episode weighs the same in a token mean.
+
+    Step ``t`` of episode ``i`` carries ``A_i * mean_T / T_i``, where ``mean_T`` is the mean length of the
+    episodes of ``i``'s group: the steps of an episode carry ``A_i * mean_T`` in total, whatever its length,
+    and within a group whose ``A_i`` sum to 0 so do all of its steps' advantages. Broadcasting ``A_i`` to
+    every step instead gives a long episode ``T_i`` times its advantage: when the long episodes are the good
+    ones (Snake: a survivor plays 8 rounds, a loser 3), the update's net push on whatever was sampled is
+    positive, which sharpens every sampled move, right or wrong, and drains entropy without learning.
+
+    Args:
+        advantages: ``[E]`` episode advantages.
+        lengths: ``[E]`` steps per episode (an episode with no steps gets an empty tensor).
+        group_ids: ``[E]`` group of each episode.
+
+    Returns:
+        ``E`` float32 tensors of shape ``[T_e]``.
+    """
+    out = []
+    mean_length = {int(g): float(lengths[group_ids == g].to(torch.float64).mean()) for g in torch.unique(group_ids)}
+    for a, n, g in zip(advantages.tolist(), lengths.tolist(), group_ids.tolist(), strict=True):
+        scale = mean_length[g] / n if n else 0.0
+        out.append(torch.full((int(n),), a * scale, dtype=torch.float32))
+    return out

@@ -322,3 +322,25 @@ def test_group_ids_shape_checked():
 def test_bad_constructor_values(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+def test_length_neutral_episode_return_by_hand():
+    # group 0: a survivor (8 steps, return 1) and a loser (2 steps, return -1): A = +1, -1 (population std 1),
+    # mean length 5, so the survivor's steps carry 5/8 each and the loser's -5/2: each episode 5 in all, and
+    # the group's step advantages sum to 0 (broadcast, they would sum to 8 - 2 = 6: a net push of +6).
+    # group 1: lengths 3 and 3, returns 0 and 2: A = -1, +1, mean length 3: the plain broadcast values
+    rewards = [torch.tensor([0.0] * 7 + [1.0]), torch.tensor([0.0, -1.0]), torch.zeros(3), torch.tensor([0.0, 0, 2])]
+    groups = torch.tensor([0, 0, 1, 1])
+    eps = 1e-6
+    out = EpisodeReturn(length_neutral=True).assign(rewards, groups)
+    a = 1 / (1 + eps)
+    assert [t.numel() for t in out] == [8, 2, 3, 3]
+    assert torch.allclose(out[0], torch.full((8,), a * 5 / 8)) and torch.allclose(out[1], torch.full((2,), -a * 5 / 2))
+    assert torch.allclose(out[2], torch.full((3,), -a)) and torch.allclose(out[3], torch.full((3,), a))
+    assert abs(float(out[0].sum() + out[1].sum())) < 1e-6
+    plain = EpisodeReturn().assign(rewards, groups)
+    assert float(plain[0].sum() + plain[1].sum()) == pytest.approx(6 * a)
+    from msgrpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="length_neutral must be true or false"):
+        EpisodeReturn(length_neutral="yes")

@@ -68,6 +68,11 @@ class SnakeEnv(gym.Env):
             the grid, read out where the answer is given: a model trained from scratch learns to avoid
             walls and bodies much sooner from it (``benchmarks/README.md``). Off by default: the
             observation of the paper's Snake.
+        observation: Text only. ``"full"`` (the paper's: board size and coordinates, round, apples,
+            every snake's head and body, a legend and the grid) or ``"compact"`` for small models: the
+            round, your head and length, the apples, the opponents' heads and the four cells next to your
+            head (``surroundings`` always), about a fifth of the full text's tokens. The same facts about
+            what a move does next; the grid and the bodies' far cells are left out.
     """
 
     metadata = {"render_modes": []}
@@ -85,6 +90,7 @@ class SnakeEnv(gym.Env):
         step_reward: float = 0.0,
         poison_apples: int = 0,
         surroundings: bool = False,
+        observation: Literal["full", "compact"] = "full",
     ) -> None:
         require(width >= 2, "width", ">= 2", width)
         require(height >= 2, "height", ">= 2", height)
@@ -101,12 +107,14 @@ class SnakeEnv(gym.Env):
         )
         require(max_rounds >= 1, "max_rounds", ">= 1", max_rounds)
         require(death_penalty >= 0, "death_penalty", ">= 0 (death gives -1 - penalty)", death_penalty)
+        require(observation in ("full", "compact"), "observation", "'full' or 'compact'", observation)
         self.width, self.height = width, height
         self.num_apples, self.poison_apples = num_apples, poison_apples
         self.num_opponents, self.opponent = num_opponents, opponent
         self.max_rounds = max_rounds
         self.apple_reward, self.death_penalty, self.step_reward = apple_reward, death_penalty, step_reward
         self.surroundings = surroundings
+        self.observation = observation
         self.observation_space = gym.spaces.Box(0, OPPONENT_BODY, shape=(height, width), dtype=np.int8)
         self.action_space = gym.spaces.Discrete(len(ACTIONS))
         self.snakes: list[list[Cell]] = []
@@ -356,6 +364,28 @@ def neighbours_text(game: SnakeEnv, rows: list[list[str]]) -> str:
     return f"Next to your head: {', '.join(parts)}."
 
 
+def compact_text(game: SnakeEnv, rows: list[list[str]]) -> str:
+    """The compact observation (``observation="compact"``): what a move decides, in few tokens. ::
+
+        Round 3 of 8. Apples: (1, 2), (7, 7). Opponent 1 head: (6, 4).
+        You (score 0, length 2): head (4, 5). Next to your head: up free, down your body, left free, right wall.
+
+    Args:
+        game: The env.
+        rows: Its cells from :func:`_cells`, ``rows[y][x]`` (opponent heads as digits).
+    """
+    parts = [f"Round {min(game.round + 1, game.max_rounds)} of {game.max_rounds}.", f"Apples: {_fmt(game.apples)}."]
+    if game.poison_apples or game.poison:
+        parts.append(f"Poison apples: {_fmt(game.poison)}.")
+    for i, body in enumerate(game.snakes[1:], start=1):
+        parts.append(f"Opponent {i} head: {_fmt(body[:1])}." if game.alive[i] else f"Opponent {i}: dead.")
+    first = " ".join(parts)
+    if not game.alive[0]:
+        return f"{first}\nYou are dead (score {game.scores[0]})."
+    you = f"You (score {game.scores[0]}, length {len(game.snakes[0])}): head {_fmt(game.snakes[0][:1])}."
+    return f"{first}\n{you} {neighbours_text(game, rows)}"
+
+
 class Snake(TextGame):
     """Snake with a text interface.
 
@@ -363,8 +393,8 @@ class Snake(TextGame):
         **settings: The :class:`SnakeEnv` settings, by keyword (its signature is the one list of them; the
             CLI shows them as ``--data.game.init_args.width`` and so on): ``width``, ``height``,
             ``num_apples``, ``num_opponents``, ``opponent``, ``max_rounds``, ``apple_reward``,
-            ``death_penalty``, ``step_reward``, ``poison_apples``, ``surroundings`` (the last one changes
-            only the text: see :class:`SnakeEnv`).
+            ``death_penalty``, ``step_reward``, ``poison_apples``, ``surroundings`` and ``observation``
+            (the last two change only the text: see :class:`SnakeEnv`).
         format_penalty: Subtracted from the reward of a step whose text names no valid action.
         fallback: Action for such text: ``"first"`` (up) or ``"random"`` (Snake has no no-op).
         parser: Action parser (default: the ``<action>`` tag).
@@ -407,6 +437,8 @@ class Snake(TextGame):
     def render(self, env: gym.Env) -> str:
         game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
         rows = _cells(game, opponent_head=str)
+        if game.observation == "compact":
+            return compact_text(game, rows)
         lines = [
             f"Board: {game.width}x{game.height}. Coordinates are (x, y): (0, 0) is the bottom-left cell, "
             "x grows to the right and y grows upward (up is y+1).",

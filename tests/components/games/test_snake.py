@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from msgrpo.components.games import Snake, SnakeEnv, greedy_action, safe_moves
+from msgrpo.errors import ConfigError
 
 UP, DOWN, LEFT, RIGHT = range(4)
 
@@ -279,3 +280,35 @@ def test_scenarios_and_validation_errors():
         env.set_state([[(1, 1), (3, 1)], [(0, 0)]], [])
     with pytest.raises(ValueError, match="overlap"):
         env.set_state([[(1, 1)], [(0, 0)]], [(1, 1)])
+
+
+def test_compact_observation_by_hand():
+    game = Snake(width=5, height=5, num_apples=3, num_opponents=2, poison_apples=1, observation="compact")
+    env = game.make_env()
+    game.reset(env, 0)
+    # as above: head (1, 1), its body below; opponent 1 head (3, 3); opponent 2 head (0, 1); poison at (2, 1)
+    env.unwrapped.set_state([[(1, 1), (1, 0)], [(3, 3), (3, 2)], [(0, 1)]], [(1, 2), (4, 4)], [(2, 1)], rounds_played=2)
+    assert game.render(env) == (
+        "Round 3 of 8. Apples: (1, 2), (4, 4). Poison apples: (2, 1). Opponent 1 head: (3, 3). "
+        "Opponent 2 head: (0, 1).\n"
+        "You (score 0, length 2): head (1, 1). "
+        "Next to your head: up apple, down your body, left opponent head, right poison."
+    )
+    snakes = [[(0, 4)], [(1, 3), (0, 3)], [(3, 0)]]
+    env.unwrapped.set_state(snakes, [(2, 2), (4, 4)], [(2, 0)], alive=[False, True, False])
+    assert game.render(env) == (
+        "Round 1 of 8. Apples: (2, 2), (4, 4). Poison apples: (2, 0). Opponent 1 head: (1, 3). Opponent 2: dead.\n"
+        "You are dead (score 0)."
+    )
+    # text only: the same states, rewards and ends as the full observation; far fewer tokens
+    full = Snake(width=5, height=5, num_apples=3, num_opponents=2, poison_apples=1)
+    a, b = full.make_env(), game.make_env()
+    assert (a.reset(seed=4)[0] == b.reset(seed=4)[0]).all()
+    for action in (DOWN, DOWN, LEFT, UP):
+        oa, ra, ta, *_ = a.step(action)
+        ob, rb, tb, *_ = b.step(action)
+        assert (oa == ob).all() and (ra, ta) == (rb, tb)
+    assert all(g.settings["observation"] == "compact" for g in game.scenarios().values())
+    assert len(game.render(b)) * 2 < len(full.render(a))  # (5x5; on the 10x10 board about a fifth of the tokens)
+    with pytest.raises(ConfigError, match="observation must be 'full' or 'compact'"):
+        Snake(observation="short").make_env()
