@@ -162,36 +162,60 @@ def prompt_starts(batch: MicroBatch) -> torch.Tensor:
     return batch.attention_mask.argmax(-1)
 
 
-def completion_logits(model: nn.Module, batch: MicroBatch, cache_arg: str, shared: int = 0) -> torch.Tensor:
+def completion_logits(
+    model: nn.Module, batch: MicroBatch, cache_arg: str, shared: int = 0, boundary: int | None = None
+) -> torch.Tensor:
     """Logits at positions ``P-1 .. P+C-1`` of every row (those that predict the completion). ``[U, C + 1, V]``.
 
     With a shared prefix of ``shared`` tokens the prefix runs once as one row and its KV cache is
     broadcast (with gradient) to every row, which then runs only the rest of its sequence: the last ``W``
     columns of ``input_ids``, with the prefix tokens and padding in them masked out. Same logits up to
     float rounding.
+
+    With a trunk ``boundary`` ``j`` (:mod:`msgrpo.trunk`): layers ``0 .. j-1`` run once per micro-batch,
+    without gradient, and their output is kept on it (``batch.trunk``); this and every later pass runs
+    layers ``j ..`` only, from those states (``batch.trunk``, shared by the micro-batch's copies). The same
+    computation above the boundary, the same logits.
     """
     c = batch.completion_len
-    if not shared:
-        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=c + 1,  # logits at positions P-1 .. P+C-1; the last is not needed
-            use_cache=False,
-        ).logits
     ids, mask = batch.input_ids, batch.attention_mask
-    starts = prompt_starts(batch)  # [U]
-    total = ids.shape[1]
-    width = total - int(starts.min()) - shared  # W: the longest row's rest
-    first = int(starts[0])
-    cache = DynamicCache()
-    prefill_shared(model, ids[:1, first : first + shared], cache, cache_arg, ids.shape[0])
-    cols = torch.arange(total - width, total, device=ids.device)  # original column of each rest column
-    rest_mask = mask[:, -width:] * (cols[None] >= (starts + shared)[:, None])  # [U, W]
-    full_mask = torch.cat([rest_mask.new_ones((ids.shape[0], shared)), rest_mask], dim=1)  # [U, S + W]
-    position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [U, W]
-    return model(
-        input_ids=ids[:, -width:], attention_mask=full_mask, position_ids=position_ids, use_cache=True,
-        logits_to_keep=c + 1, **{cache_arg: cache},
-    ).logits  # fmt: skip
+    if shared:
+        starts = prompt_starts(batch)  # [U]
+        total = ids.shape[1]
+        width = total - int(starts.min()) - shared  # W: the longest row's rest
+        first = int(starts[0])
+        prefix = ids[:1, first : first + shared]  # [1, S]
+        cols = torch.arange(total - width, total, device=ids.device)  # original column of each rest column
+        rest_mask = mask[:, -width:] * (cols[None] >= (starts + shared)[:, None])  # [U, W]
+        full_mask = torch.cat([rest_mask.new_ones((ids.shape[0], shared)), rest_mask], dim=1)  # [U, S + W]
+        position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # [U, W]
+        rest = ids[:, -width:]
+    else:
+        prefix, full_mask, rest = None, mask, ids
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def run(prefix_inputs: dict, rest_inputs: dict) -> torch.Tensor:
+        if prefix is None:
+            return model(
+                **rest_inputs, attention_mask=full_mask, position_ids=position_ids,
+                logits_to_keep=c + 1, use_cache=False,  # logits at positions P-1 .. P+C-1; the last is not needed
+            ).logits  # fmt: skip
+        cache = DynamicCache()
+        prefill_shared(model, prefix_inputs, cache, cache_arg, ids.shape[0])
+        return model(
+            **rest_inputs, attention_mask=full_mask, position_ids=position_ids, use_cache=True,
+            logits_to_keep=c + 1, **{cache_arg: cache},
+        ).logits  # fmt: skip
+
+    if boundary is None:
+        return run({"input_ids": prefix}, {"input_ids": rest})
+    from msgrpo.trunk import BoundaryStates, layers, outputs_of
+
+    states = batch.trunk.get("states")
+    if states is None or (states.boundary, states.shared) != (boundary, shared):  # once: layers 0 .. j-1
+        with torch.no_grad(), layers(model, 0, boundary), outputs_of(model, boundary - 1) as captured:
+            run({"input_ids": prefix}, {"input_ids": rest})
+        prefix_states = captured[0] if prefix is not None else None
+        states = batch.trunk["states"] = BoundaryStates(boundary, shared, prefix_states, captured[-1])
+    with layers(model, boundary):  # every pass: layers j .. from the boundary states
+        return run({"inputs_embeds": states.prefix}, {"inputs_embeds": states.rest})

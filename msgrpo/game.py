@@ -27,16 +27,15 @@ from msgrpo.errors import require
 INVALID = -1
 """Marker returned by a parser for text that names no valid action."""
 
-DEFAULT_ANSWER_FORMAT = (
-    "Think briefly inside <think>...</think>, then give your move inside <action>...</action>, "
-    "for example <action>{example}</action>."
-)
+DEFAULT_ANSWER_FORMAT = "Think briefly inside <think>...</think>, then give your move inside <action>...</action>."
 ANSWER_FORMATS = {
     "think": DEFAULT_ANSWER_FORMAT,
-    "action": "Give your move inside <action>...</action>, for example <action>{example}</action>.",
+    "action": "Give your move inside <action>...</action>.",
     "none": "",
 }
-"""Named answer-format instructions (``{example}``: the first action name)."""
+"""Named answer-format instructions. None names a move: small instruct models copy an example answer (SmolLM2
+answered the example move with probability 0.92-0.95 at every state, whatever the board); the rules list
+the moves. A custom text may still use ``{example}`` (the first action name)."""
 
 
 class ActionParser(ABC):

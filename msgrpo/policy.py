@@ -36,6 +36,7 @@ from msgrpo.loading import (
 from msgrpo.models import TinySettings
 from msgrpo.prefix import MIN_SHARED_PREFIX, common_prefix_len
 from msgrpo.seeding import run_seed
+from msgrpo.trunk import Trunk
 from msgrpo.types import MicroBatch
 
 __all__ = ["TINY", "MIN_SHARED_PREFIX", "Generation", "LanguagePolicy", "LoraSettings", "run_seed"]
@@ -76,6 +77,11 @@ class LanguagePolicy(nn.Module):
             (a pretrained model's peaked distribution never meets the rewarding moves otherwise). Part of
             the policy: sampling and training log-probs alike, so the update stays exactly on-policy;
             greedy evaluation (the argmax) is unchanged. 0 (default) = off.
+        cache_trunk: Under LoRA on the top layers only (``lora.layers``), score from the frozen trunk's
+            boundary states (:mod:`msgrpo.trunk`): the layers below the first adapted one run once per
+            micro-batch and iteration; the update's forward and backward passes, trust-region measuring
+            passes, the reference and re-scoring run only the layers above. The same log-probs and
+            gradients; off by itself, with one line saying why, where it cannot hold.
 
     Dropout is always off: the model runs in eval mode (deterministic forward passes) in the rollout and
     in the update alike, so the importance ratio of the first update is 1 up to float rounding. Only
@@ -106,6 +112,7 @@ class LanguagePolicy(nn.Module):
         share_prefill: bool = True,
         allowed_tokens: list[str] | None = None,
         exploration_floor: float = 0.0,
+        cache_trunk: bool = True,
     ) -> None:
         super().__init__()
         some_ids = None if allowed_tokens is None else torch.zeros(1, dtype=torch.long)  # (ids need the tokenizer)
@@ -143,6 +150,7 @@ class LanguagePolicy(nn.Module):
         self.model = apply_lora(model, lora) if lora is not None else model
         self._cache_arg = cache_argument(self.model)
         self.reference: nn.Module | None = None
+        self.trunk = Trunk(self.model, cache_trunk, announce=self.uses_lora)
         self.train(self.training)
 
     # ----- modes and the reference ---------------------------------------------------------------
@@ -253,7 +261,9 @@ class LanguagePolicy(nn.Module):
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool, entropy_grad: bool = False
     ) -> TokenScores:
         c = batch.completion_len
-        logits = decoding.completion_logits(model, batch, self._cache_arg, self.score_prefix_len(batch))[:, :-1]
+        boundary = self.trunk.cut(self.lockstep) if model is self.model else None
+        shared = self.score_prefix_len(batch)
+        logits = decoding.completion_logits(model, batch, self._cache_arg, shared, boundary)[:, :-1]
         targets = batch.input_ids[:, -c:]  # [U, C]
         return score_tokens(self.distribution, logits, targets, batch.row_mask, with_entropy, entropy_grad)
 

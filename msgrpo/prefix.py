@@ -40,17 +40,22 @@ def common_prefix_len(prompts: list[torch.Tensor], min_len: int = MIN_SHARED_PRE
     return n if n >= min_len else 0
 
 
-def prefill_shared(model: nn.Module, prefix: torch.Tensor, cache: Cache, cache_arg: str, rows: int) -> None:
-    """Run ``prefix`` (``[1, S]``, positions ``0 .. S-1``) once into ``cache`` and broadcast it to ``rows`` rows.
+def prefill_shared(
+    model: nn.Module, prefix: torch.Tensor | dict[str, torch.Tensor], cache: Cache, cache_arg: str, rows: int
+) -> None:
+    """Run ``prefix`` (``[1, S]`` ids at positions ``0 .. S-1``, or ``{"input_ids": ...}`` /
+    ``{"inputs_embeds": [1, S, H]}``) once into ``cache`` and broadcast it to ``rows`` rows.
 
     Differentiable when gradients are enabled: the broadcast rows share the prefix's keys and values.
     """
+    inputs = prefix if isinstance(prefix, dict) else {"input_ids": prefix}
+    length, device = next(iter(inputs.values())).shape[1], next(iter(inputs.values())).device
     model(
-        input_ids=prefix,
-        attention_mask=torch.ones_like(prefix),
-        position_ids=torch.arange(prefix.shape[1], device=prefix.device)[None],
+        **inputs,
+        attention_mask=torch.ones((1, length), dtype=torch.long, device=device),
+        position_ids=torch.arange(length, device=device)[None],
         use_cache=True,
         logits_to_keep=1,
         **{cache_arg: cache},
     )
-    cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=prefix.device))
+    cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=device))

@@ -42,8 +42,10 @@ class BestPolicy(L.Callback):
 
     Args:
         every_n_epochs: Validate after every this many iterations (and after the last one).
-        start: The first validated iteration as a fraction of ``trainer.max_epochs`` in ``[0, 1)``: with
-            ``0.5`` of 200 iterations, the policies after iterations 100, 110, ..., 200 compete (1-based).
+        start: The first validated iteration as a fraction of ``trainer.max_epochs`` in ``[0, 1)``
+            (:func:`~msgrpo.averaging.window_start`): with ``0.5`` of 200 iterations, the policies after
+            iterations 100, 110, ..., 200 compete (1-based). Default 0: from the first iteration on, so
+            the selection never misses a better policy that came early in the run.
         episodes: Validation episodes per scenario (greedy or sampled as the module evaluates).
         scenarios: The validation panel's scenario names (None: the data module's evaluation panel's).
         seed: First reset seed of the validation panel; its seeds must not overlap the evaluation panel's.
@@ -52,7 +54,7 @@ class BestPolicy(L.Callback):
     def __init__(
         self,
         every_n_epochs: int = 10,
-        start: float = 0.5,
+        start: float = 0.0,
         episodes: int = 32,
         scenarios: list[str] | None = None,
         seed: int = VALIDATION_SEED,

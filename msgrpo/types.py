@@ -135,6 +135,10 @@ class MicroBatch:
             a group in the same state choosing the same move) share one row of ``input_ids`` and
             ``attention_mask``, which then hold ``U <= B`` rows, and ``rows[b]`` is sample ``b``'s row.
             None means one row per sample (``U = B``).
+        trunk: Where the frozen trunk's boundary states of this micro-batch are kept once computed
+            (:mod:`msgrpo.trunk`; key ``"states"``). Not a constructor field: copies of the micro-batch
+            (Lightning moves a batch to the device by copying it) share it, so every pass of the iteration
+            finds the states whichever copy computed them.
     """
 
     input_ids: torch.Tensor
@@ -144,6 +148,7 @@ class MicroBatch:
     advantages: torch.Tensor
     ref_logprobs: torch.Tensor | None = None
     rows: torch.Tensor | None = None
+    trunk: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def blank(cls, pad_id: int) -> MicroBatch:

@@ -75,7 +75,7 @@ def test_generic_game_messages_and_act():
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert msgs[0]["content"] == "Walk forward to cell 3."
     assert msgs[1]["content"].startswith("You are at cell 0.\n\n")
-    assert "<action>back</action>" in msgs[1]["content"]  # answer-format example
+    assert msgs[1]["content"].endswith("give your move inside <action>...</action>.")  # the answer format, no example
     ok = game.act(env, "<action>forward</action>")
     assert (ok.action, ok.valid, ok.reward) == (1, True, 0.0)
     bad = game.act(env, "I refuse")
@@ -89,7 +89,8 @@ def test_answer_formats():
         return game.chat("obs")[1]["content"]
 
     think, action = user(CorridorGame()), user(CorridorGame(answer_format="action"))
-    assert action == "obs\n\nGive your move inside <action>...</action>, for example <action>back</action>."
+    assert action == "obs\n\nGive your move inside <action>...</action>."  # no example move to copy
+    assert "back" not in think and "forward" not in think
     assert think.startswith("obs\n\n") and "<think>" in think and len(think) > len(action)
     assert user(CorridorGame(answer_format="none")) == "obs"
     assert user(CorridorGame(answer_format="Say {example}.")) == "obs\n\nSay back."

@@ -5,7 +5,7 @@ from pathlib import Path
 from fast_fit import FAST_FIT, run_dir
 from gymnasium.utils.env_checker import check_env
 
-from msgrpo.recipes import snake
+from msgrpo.recipes import frozen_lake
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -19,7 +19,7 @@ def test_blackjack_game_renders_and_trains(tmp_path, monkeypatch):
     check_env(env.unwrapped, skip_render_check=True)  # (its rgb render needs pygame; the ansi one is tested)
     game.reset(env, 3)
     assert game.render(env).startswith("Your cards: ") and "The dealer shows: " in game.render(env)
-    cli = snake.main(
+    cli = frozen_lake.main(
         [
             "fit", *FAST_FIT, *run_dir(tmp_path), "--trainer.max_epochs=2",
             "--data.game=blackjack.Blackjack",

@@ -48,11 +48,14 @@ def test_main_command_shows_progress_and_a_summary(tmp_path):
     assert config["data"]["game"]["class_path"] == "msgrpo.components.games.Snake"
     assert config["model"]["policy"]["init_args"]["allowed_tokens"] == ["up", "down", "left", "right"]
     assert config["model"]["policy"]["init_args"]["tiny"]["initializer_range"] == 0.1
+    assert config["data"]["game"]["init_args"]["observation"] == "compact"
+    assert config["data"]["credit_assigner"]["init_args"]["length_neutral"] is True
+    assert config["data"]["train_scenarios"] == ["train", "poison", "two-opponents"]
     # the best-validating policy ends the run (validated after the last iteration here, of 2)
     (select,) = [c for c in config["trainer"]["callbacks"] if c["class_path"] == "msgrpo.selection.BestPolicy"]
     assert select["init_args"] == {
         "every_n_epochs": 10,
-        "start": 0.5,
+        "start": 0.0,
         "episodes": 64,
         "scenarios": None,
         "seed": 2_000_000,
