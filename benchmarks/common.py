@@ -190,7 +190,7 @@ def wilson_interval(passed: int, n: int, z: float = 1.959964) -> tuple[float, fl
 def aggregate(runs: list[dict], metrics: list[str]) -> dict:
     """The runs, the count that met the target with the pass rate's 95% Wilson interval, and the mean and
     95% CI of ``metrics`` over the runs that finished."""
-    from msgrpo.report import mean_ci
+    from msgrpo.tools.report import mean_ci
 
     ok = [r for r in runs if "error" not in r]
     summary = {}

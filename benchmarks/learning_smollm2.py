@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     seed = args.seeds[0]
     eval_args = [f"--data.eval_episodes={args.episodes}"]
     from msgrpo.evaluation import summarize
-    from msgrpo.reference import play_reference
+    from msgrpo.players import play_reference
 
     cli, wall = _train("frozen_lake.yaml", ["smollm2.yaml"], os.path.join(args.out, "smollm2"), 0, seed, eval_args)
     module, panel = cli.model, cli.datamodule.panel

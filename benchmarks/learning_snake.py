@@ -13,7 +13,7 @@ standard error is mostly the trained policy's own); ``met_target`` is true when 
 at least ``--margin-se`` (3). With several ``--seeds`` each seed runs in its own process (``--parallel`` at
 once) and the last line aggregates them.
 
-The recipe ends ``fit`` with its best-validating policy (``msgrpo.selection.BestPolicy``, from half of
+The recipe ends ``fit`` with its best-validating policy (``msgrpo.callbacks.selection.BestPolicy``, from half of
 ``max_epochs`` on): pass ``--max-iterations`` (the main job: 200), or a run limited by ``--minutes`` alone
 (up to 10,000 iterations) stops before its first validation and reports the live policy.
 
@@ -28,8 +28,9 @@ import time
 
 from common import add_seed_arguments, build_recipe, curve, evaluate_modes, path_arguments, study
 
+from msgrpo.components.games.snake import SnakeGreedy
 from msgrpo.evaluation import margin_se, summarize
-from msgrpo.reference import RandomPolicy, SnakeGreedy, play_reference
+from msgrpo.players import RandomPolicy, play_reference
 
 
 def figures(summary: dict[str, float]) -> dict[str, float]:

@@ -54,7 +54,7 @@ def hash_parser():
 def build(model: str, max_new_tokens: int, max_steps: int, actions: str, seed: int = 0):
     """``(policy, game)`` for the benchmark."""
     from msgrpo.components.games import FrozenLake
-    from msgrpo.models import TinySettings
+    from msgrpo.lm.models import TinySettings
     from msgrpo.policy import LanguagePolicy
 
     if MODELS[model] is None:
@@ -82,7 +82,7 @@ class LibraryGenerate:
         import torch
         from transformers import GenerationConfig
 
-        from msgrpo.decoding import Generation, left_pad
+        from msgrpo.lm.decoding import Generation, left_pad
 
         policy = self._policy
         config = GenerationConfig(

@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from msgrpo.lm.models import TinySettings
     from msgrpo.loss import MSGRPOLoss
-    from msgrpo.models import TinySettings
     from msgrpo.policy import LanguagePolicy
 
     if args.threads:

@@ -1,12 +1,16 @@
 """msgrpo: MS-GRPO post-training of LLM agents on PyTorch Lightning.
 
 The public API is importable from here (``from msgrpo import MSGRPOModule``); names are resolved lazily so
-that light entry points (``python -m msgrpo.baselines``) do not pay for importing Lightning.
+that light entry points (``python -m msgrpo.tools.baselines``) do not pay for importing Lightning.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 _LOCATIONS = {
     "TextGame": "msgrpo.game",
@@ -19,7 +23,7 @@ _LOCATIONS = {
     "MSGRPOModule": "msgrpo.module",
     "RolloutDataModule": "msgrpo.data",
     "MSGRPOCLI": "msgrpo.cli",
-    "PolicyAveraging": "msgrpo.averaging",
+    "PolicyAveraging": "msgrpo.callbacks.averaging",
     "CreditAssigner": "msgrpo.components.credit",
     "EpisodeReturn": "msgrpo.components.credit",
     "EpisodeSampler": "msgrpo.components.samplers",
@@ -51,6 +55,46 @@ def _register_envs() -> None:
 
 
 _register_envs()
+
+# ----- old module paths (0.1.0), kept for one release --------------------------------------------------------
+MOVED = {
+    **{f"msgrpo.{name}": f"msgrpo.lm.{name}"
+       for name in ("loading", "models", "pretrained", "decoding", "distribution", "prefix", "trunk")},
+    **{f"msgrpo.{name}": f"msgrpo.callbacks.{name}" for name in ("selection", "averaging", "progress", "summary")},
+    **{f"msgrpo.{name}": f"msgrpo.observe.{name}" for name in ("transcripts", "frames", "views")},
+    **{f"msgrpo.{name}": f"msgrpo.tools.{name}" for name in ("baselines", "report", "ablate", "export", "replay")},
+    "msgrpo.plot": "msgrpo.tools.plot",
+}  # fmt: skip
+"""Old module path -> new one: ``import msgrpo.selection``, a YAML ``class_path: msgrpo.selection.BestPolicy``
+and ``python -m msgrpo.replay`` keep working, with a DeprecationWarning naming the new path."""
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old module path and hands out the module at its new one (the same module object, so classes
+    stay identical); ``python -m`` on an old path runs the new module's code."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        new = MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}: the old path works until the next release", DeprecationWarning,
+                      stacklevel=2)  # fmt: skip
+        return importlib.import_module(new)
+
+    def exec_module(self, module) -> None:
+        """Nothing to run: the module is the new path's, already imported."""
+
+    def get_code(self, fullname):  # ``python -m <old path>``: the new module's code
+        new = MOVED[fullname]
+        warnings.warn(f"python -m {fullname} moved to python -m {new}: the old path works until the next release",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return importlib.util.find_spec(new).loader.get_code(new)
+
+
+sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str):

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from msgrpo.errors import ConfigError
-from msgrpo.loading import tokenizer_fingerprint
+from msgrpo.lm.loading import tokenizer_fingerprint
 
 CHECKPOINT_KEY = "msgrpo"
 """Key of the framework's own entries in a Lightning checkpoint."""

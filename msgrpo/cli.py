@@ -13,14 +13,14 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from msgrpo.averaging import PolicyAveraging
 from msgrpo.callbacks import AtomicCheckpointIO, GracefulShutdown
+from msgrpo.callbacks.averaging import PolicyAveraging
+from msgrpo.callbacks.progress import IterationProgressBar
+from msgrpo.callbacks.selection import BestPolicy
 from msgrpo.data import RolloutDataModule
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import format_table
 from msgrpo.module import MSGRPOModule
-from msgrpo.progress import IterationProgressBar
-from msgrpo.selection import BestPolicy
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 

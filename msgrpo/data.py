@@ -11,13 +11,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 import msgrpo.quiet  # noqa: F401  (library notices that are not about the user's settings)
-from msgrpo import views
 from msgrpo.components.credit import CreditAssigner, EpisodeReturn
 from msgrpo.components.samplers import AbsoluteAdvantageWeighted, EpisodeSampler
 from msgrpo.errors import ConfigError, require
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 from msgrpo.game import TextGame
 from msgrpo.iteration import IterationSettings, RolloutHost, run_iteration
+from msgrpo.observe import views
 from msgrpo.seeding import SeedStreams, run_seed
 from msgrpo.types import Episode, MicroBatch, MiniBatch
 

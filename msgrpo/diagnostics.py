@@ -105,7 +105,7 @@ def notes(history: Sequence[dict[str, float]], window: int = 10) -> list[str]:
             f"{int(fell['peak_iteration']) + 1}) and fell back to {fell['end']:.2f} by the end (it started at "
             f"{fell['start']:.2f}): later updates undid what earlier ones learned. Try a lower learning rate "
             "(model.optimizer.init_args.lr), a smaller trust region (model.rollback_kl), or "
-            "msgrpo.selection.BestPolicy (ends fit with the best-validating policy)"
+            "msgrpo.callbacks.selection.BestPolicy (ends fit with the best-validating policy)"
         )
     if (collapse := entropy_collapse(history, window)) is not None:
         out.append(

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from msgrpo.game import TextGame
+from msgrpo.observe import views
+from msgrpo.seeding import PANEL_SEED
 from msgrpo.types import Episode
 
-PANEL_SEED = 1_000_000
 """First reset seed of every evaluation panel (training seeds start at the run seed, far below)."""
 
 
@@ -238,7 +239,6 @@ def evaluate(
         group_size=1,
         generator=torch.Generator(device=agent.device).manual_seed(0),
         greedy=greedy,
-        fixed_steps=agent.lockstep,
         observe=observe,
     )
     if keep is not None:
@@ -248,3 +248,61 @@ def evaluate(
         rows = records_to_rows(index, records, -(-len(scenario.seeds) // world))
         records = rows_to_records(all_gather(rows).reshape(-1, 6).cpu())
     return summarize(records)
+
+
+REPORTED = ("success_rate", "return_mean", "return_stderr", "invalid_action_rate", "episode_len")
+"""What an evaluation reports per scenario (``eval/<scenario>/<key>``, the tables, the baselines' JSON)."""
+
+
+class EvaluationSteps:
+    """The evaluation half of :class:`~msgrpo.module.MSGRPOModule` (a mixin): the validation and test steps
+    that play the panel's scenarios, :meth:`evaluate` for callbacks, and the rule that ``fit`` always ends
+    with an evaluation.
+
+    Uses the module's ``sharding``, ``lockstep()``, ``eval_greedy``, ``transcripts``, ``eval_results`` and
+    Lightning's ``log``, ``all_gather`` and ``trainer``.
+    """
+
+    def evaluate_after_last_iteration(self) -> None:
+        """``fit`` always ends with an evaluation: at the last iteration (``trainer.max_epochs``) the validation
+        loop runs whatever ``check_val_every_n_epoch`` says (the Snake recipe evaluates every 200 iterations;
+        a run with ``--trainer.max_epochs=50`` still ends with its table)."""
+        trainer = self._trainer
+        if trainer is None or trainer.max_epochs is None or trainer.max_epochs < 1:
+            return
+        every = trainer.check_val_every_n_epoch
+        if every and self.current_epoch == trainer.max_epochs - 1 and trainer.max_epochs % every:
+            self._check_val_every = every  # put back when training ends
+            trainer.check_val_every_n_epoch = 1  # (read by Lightning at the iteration's end)
+
+    def on_train_end(self) -> None:
+        every = self.__dict__.pop("_check_val_every", None)
+        if every is not None:
+            self.trainer.check_val_every_n_epoch = every
+
+    def evaluate(self, scenario: Scenario, keep: list | None = None, observe=None) -> dict[str, float]:
+        """Play a scenario's fixed seeds and summarise them (:func:`msgrpo.evaluation.evaluate`; split over
+        the ranks and gathered), under the precision plugin's numerics wherever it is called from (a
+        validation step, or a callback between iterations such as :class:`~msgrpo.callbacks.selection.BestPolicy`)."""
+        rank, world = self._world()
+        gather = lambda t: self.all_gather(t.to(self.device))  # noqa: E731
+        with self.sharding.numerics(), self.lockstep() as agent:
+            return evaluate(agent, scenario, self.eval_greedy, rank, world, gather, keep, observe)
+
+    def _eval_step(self, scenario: Scenario) -> None:
+        episodes, frames = [], []
+        draw = self.transcripts and views.wants_frames(self._trainer)
+        result = self.evaluate(scenario, episodes, views.first_episode_frames(scenario.game, frames) if draw else None)
+        if self.transcripts:
+            views.show_episodes(self.trainer, "eval", scenario.game, episodes[: self.transcripts],
+                                self.current_epoch, scenario.name, frames)  # fmt: skip
+        self.eval_results[scenario.name] = result
+        for key in REPORTED:
+            # identical on every rank (gathered): "max" keeps the value exact where a mean could round
+            self.log(f"eval/{scenario.name}/{key}", result[key], reduce_fx="max")
+
+    def validation_step(self, batch: Scenario, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: Scenario, batch_idx: int) -> None:
+        self._eval_step(batch)

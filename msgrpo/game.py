@@ -106,6 +106,46 @@ class StepResult:
     info: dict[str, Any]
 
 
+# ----- reference players: scripted agents that play a game without a language model -------------------------
+class ReferencePolicy(ABC):
+    """A scripted policy: picks a domain action from the env's state (no text involved)."""
+
+    #: Short name used by the baselines CLI and in logs.
+    name: str = "reference"
+
+    def reset(self, game: TextGame, env: gym.Env) -> None:  # noqa: B027 - optional hook
+        """Called once per episode, right after ``game.reset(env, seed)``. Default: nothing."""
+
+    @abstractmethod
+    def act(self, game: TextGame, env: gym.Env) -> int:
+        """The action index (into ``game.action_names``) to play in the env's current state."""
+
+
+class RandomPolicy(ReferencePolicy):
+    """Uniformly random actions, reproducible per episode.
+
+    The RNG is reseeded at every :meth:`reset` from ``(seed, env reset seed)``, so an episode's actions
+    depend only on its reset seed (and ``seed``), not on which episodes were played before it. The env's own
+    RNG is never touched.
+
+    Args:
+        seed: Extra seed mixed into every episode's RNG (different values give different random players).
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._rng = np.random.default_rng(self.seed)
+
+    def reset(self, game: TextGame, env: gym.Env) -> None:
+        env_seed = int(getattr(env.unwrapped, "np_random_seed", -1))
+        self._rng = np.random.default_rng([self.seed % 2**63, env_seed % 2**63])
+
+    def act(self, game: TextGame, env: gym.Env) -> int:
+        return int(self._rng.integers(len(game.action_names)))
+
+
 class TextGame(ABC):
     """Base class of every text-mediated game.
 
@@ -198,10 +238,10 @@ class TextGame(ABC):
     def frame(self, env: gym.Env) -> Any:
         """A picture of the env's current state for replays and loggers (a ``PIL.Image``).
 
-        Default: the text observation drawn as text (:func:`msgrpo.frames.text_image`); games with a board
-        draw it (:func:`msgrpo.frames.grid_image`).
+        Default: the text observation drawn as text (:func:`msgrpo.observe.frames.text_image`); games with a board
+        draw it (:func:`msgrpo.observe.frames.grid_image`).
         """
-        from msgrpo.frames import text_image
+        from msgrpo.observe.frames import text_image
 
         return text_image(self.render(env))
 
@@ -210,11 +250,9 @@ class TextGame(ABC):
         return None
 
     def reference_policies(self) -> dict[str, Any]:
-        """Scripted players (:class:`~msgrpo.reference.ReferencePolicy`, no language model) that an
+        """Scripted players (:class:`~msgrpo.players.ReferencePolicy`, no language model) that an
         evaluation is read against: the floor and, where the game has one, a ceiling. Default: a
         uniformly random player."""
-        from msgrpo.reference import RandomPolicy
-
         return {"random": RandomPolicy()}
 
     def with_settings(self, **overrides: Any) -> TextGame:

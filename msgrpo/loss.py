@@ -25,7 +25,7 @@ log-prob under both. Padded positions are selected away with ``where``: nothing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import torch
@@ -57,9 +57,16 @@ def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Te
     return float(terms.sum()), int(real.sum())
 
 
+def token_mean(metric: str):
+    """A :class:`LossOutput` field that is a token mean logged as ``metric`` (its one name, here)."""
+    return field(metadata={"metric": metric})
+
+
 @dataclass
 class LossOutput:
-    """Loss and diagnostics (diagnostics are detached token means over real tokens).
+    """Loss and diagnostics (diagnostics are detached token means over real tokens). A field declared with
+    :func:`token_mean` is logged under its metric name as the update's token-weighted mean: a new loss
+    metric is one field here and one line in :meth:`MSGRPOLoss.forward`.
 
     Attributes:
         loss: Scalar to backpropagate (already divided by the mini-batch normaliser).
@@ -78,13 +85,17 @@ class LossOutput:
 
     loss: torch.Tensor
     policy_loss: torch.Tensor
-    kl: torch.Tensor
-    clip_frac: torch.Tensor
-    approx_kl: torch.Tensor
-    ratio_mean: torch.Tensor
-    support_exit_frac: torch.Tensor
+    kl: torch.Tensor = token_mean("loss/kl")
+    clip_frac: torch.Tensor = token_mean("loss/clip_frac")
+    approx_kl: torch.Tensor = token_mean("loss/approx_kl")
+    ratio_mean: torch.Tensor = token_mean("loss/ratio_mean")
+    support_exit_frac: torch.Tensor = token_mean("loss/support_exit_frac")
     max_abs_log_ratio: torch.Tensor
     num_tokens: int = 0
+
+    def token_means(self) -> dict[str, float]:
+        """``metric name -> value`` of the fields declared with :func:`token_mean`."""
+        return {f.metadata["metric"]: float(getattr(self, f.name)) for f in fields(self) if "metric" in f.metadata}
 
 
 class MSGRPOLoss(nn.Module):

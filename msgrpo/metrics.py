@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import resource
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from msgrpo.lm.decoding import TRUNK_SECONDS
 from msgrpo.types import RolloutStats
 
 ROLLOUT_METRICS = ("return_mean", "success_rate", "invalid_action_rate", "episode_len", "error_rate")
@@ -36,6 +41,56 @@ class RolloutMetrics(nn.ModuleDict):
         module.log("perf/rollout_s", stats.rollout_s)
         module.log("perf/rollout_tokens_per_s", stats.generated_tokens / max(stats.rollout_s, 1e-9))
         module.log("perf/model_time_share", stats.forward_s / max(stats.rollout_s, 1e-9))
+
+
+@dataclass
+class IterationCounters:
+    """One iteration's update events and timings, logged at its end. Each ``loss/*`` counter counts the
+    iteration's own events (a column's sum is the run's total).
+
+    Attributes:
+        kl_stopped: Mini-batches skipped once ``target_kl`` or the trust region stopped the iteration.
+        no_signal: Mini-batches that made no optimizer step (no learning signal, or an exactly zero gradient).
+        updated: Whether the iteration's first update ran (``loss/onpolicy_error`` is measured there).
+        update_s: Seconds in the updates (trust-region measuring passes included).
+        measure_s: Seconds of them in trust-region measuring passes.
+        update_tokens: Tokens (prompt and completion) the updates scored.
+        rollbacks_at_start: The run's undone trust-region tries when the iteration began.
+        skipped_at_start: The run's skipped non-finite updates when the iteration began.
+        trunk_at_start: The process's seconds in frozen-trunk passes when the iteration began.
+    """
+
+    kl_stopped: int = 0
+    no_signal: int = 0
+    updated: bool = False
+    update_s: float = 0.0
+    measure_s: float = 0.0
+    update_tokens: int = 0
+    rollbacks_at_start: int = 0
+    skipped_at_start: int = 0
+    trunk_at_start: float = field(default_factory=lambda: TRUNK_SECONDS[0])
+
+    def log(self, module: Any, rollbacks: int, skipped: int, lr: float) -> None:
+        """Log the iteration's ``loss/*`` counters, learning rate and ``perf/*`` figures through ``module.log``
+        (``rollbacks`` and ``skipped``: the run's totals now)."""
+        module.log("loss/kl_stopped", float(self.kl_stopped), reduce_fx="max")
+        module.log("loss/no_signal_updates", float(self.no_signal), reduce_fx="max")
+        module.log("loss/rollbacks", float(rollbacks - self.rollbacks_at_start), reduce_fx="max")
+        module.log("loss/skipped_updates", float(skipped - self.skipped_at_start), reduce_fx="max")
+        module.log("loss/lr", lr)
+        module.log("perf/update_s", self.update_s)
+        module.log("perf/measure_s", self.measure_s)
+        module.log("perf/trunk_s", TRUNK_SECONDS[0] - self.trunk_at_start)  # frozen-trunk passes (msgrpo.lm.trunk)
+        module.log("perf/tokens_per_s", self.update_tokens / max(self.update_s, 1e-9))
+        module.log("perf/peak_memory_mb", peak_memory_mb(module.device), reduce_fx="max")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA max allocated on GPUs, else peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def count_one_step(trainer: Any, before: int) -> None:

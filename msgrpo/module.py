@@ -7,8 +7,6 @@ parts in :mod:`msgrpo.update`, checkpoint contents in :mod:`msgrpo.checkpointing
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,12 +17,11 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 import msgrpo.quiet  # noqa: F401  (library notices that are not about the user's settings)
-from msgrpo import views
 from msgrpo.checkpointing import CHECKPOINT_KEY, load_state, save_state, save_stop_checkpoint
 from msgrpo.errors import require
-from msgrpo.evaluation import EpisodeRecord, Scenario, evaluate
+from msgrpo.evaluation import EpisodeRecord, EvaluationSteps
 from msgrpo.loss import MSGRPOLoss
-from msgrpo.metrics import RolloutMetrics, count_one_step
+from msgrpo.metrics import IterationCounters, RolloutMetrics, count_one_step
 from msgrpo.policy import LanguagePolicy
 from msgrpo.sharding import Sharding
 from msgrpo.types import MiniBatch
@@ -58,15 +55,7 @@ def reduced_precision(model: torch.nn.Module, trainer: L.Trainer | None) -> bool
     return low or (trainer is not None and not str(trainer.precision).startswith(("32", "64")))
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA max allocated on GPUs, else peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-class MSGRPOModule(L.LightningModule):
+class MSGRPOModule(EvaluationSteps, L.LightningModule):
     """Trains a :class:`LanguagePolicy` with the MS-GRPO loss.
 
     Each training batch is a :class:`MiniBatch` (one optimizer step): the gradients of its micro-batches
@@ -86,29 +75,23 @@ class MSGRPOModule(L.LightningModule):
             mini-batch finds the policy already further than this approximate KL from the rollout policy,
             its update and the iteration's remaining ones are skipped (``loss/kl_stopped`` counts the
             skipped updates). None = off.
-        rollback_kl: A trust region by backtracking (:class:`~msgrpo.update.TrustRegion`): a step after
-            which the policy is further than this approximate KL from the rollout policy is undone
-            (parameters and optimizer state) and retried smaller, ``rollback_retries`` times; then the
-            iteration's remaining updates are skipped (``loss/rollbacks`` counts the iteration's undone
-            tries; ``rollbacks`` holds the run's total). Unlike
-            ``target_kl``, no overshooting step ever lands. Costs one forward pass per step. None = off.
+        rollback_kl: A trust region by backtracking (:class:`~msgrpo.update.TrustRegion`): a step that
+            takes the policy further than this approximate KL from the rollout policy is undone and retried
+            smaller, ``rollback_retries`` times, then the iteration's remaining updates are skipped
+            (``loss/rollbacks``). No overshooting step lands. One forward pass per step. None = off.
         rollback_retries: Smaller steps tried after an overshoot (0: undo and stop at once).
         transcripts: Episodes per scenario whose transcripts every evaluation writes under the log dir
             (``transcripts/eval.jsonl``; to TensorBoard too, with the boards as pictures). 0 = none.
         rescore_old_logprobs: Re-score the rollout's tokens with the update's whole-sequence pass before
             the updates and use those as the old log-probs (:func:`msgrpo.iteration.rescore_old_logprobs`;
-            one extra no-grad forward pass per trained sample). None = automatic: on whenever the numerics
-            are below 32 bits (:func:`reduced_precision`: bf16 / fp16 weights, ``policy.dtype``, or a
-            reduced trainer precision, ``bf16-*``, ``16-*``), where incremental decoding and whole-sequence
-            scoring round differently and the first update's ratio would otherwise not be 1; off in
-            float32, where they agree. ``rollout/logprob_mismatch`` logs the largest difference it removed.
+            one extra no-grad forward pass per trained sample). None = automatic: on for an engine whose
+            numerics differ (:attr:`~msgrpo.lm.engine.Engine.numerics_differ`) and below 32 bits
+            (:func:`reduced_precision`: bf16 / fp16 weights or a reduced trainer precision), where the first
+            update's ratio would otherwise not be 1. ``rollout/logprob_mismatch`` logs what it removed.
 
     The ``loss/*`` counters (``kl_stopped``, ``no_signal_updates``, ``rollbacks``, ``skipped_updates``)
-    each count the events of one iteration; their column sums are the run's totals.
-
-    A mini-batch whose advantages are all 0 (and no KL or entropy term), or whose gradient is exactly 0
-    (a KL term at the reference, entropies all above ``entropy_target``), makes no optimizer step: Adam
-    would still move the weights through its momentum and weight decay (``loss/no_signal_updates``).
+    count one iteration's events each. A mini-batch with no signal (all advantages 0 and no KL or entropy
+    term, or an exactly zero gradient) makes no optimizer step: Adam would still move the weights.
     """
 
     def __init__(
@@ -169,12 +152,7 @@ class MSGRPOModule(L.LightningModule):
         (``policy.dtype: bfloat16``) or the trainer's precision (``bf16-mixed``, ``16-true``, ...))."""
         if self.rescore_old_logprobs is not None:
             return self.rescore_old_logprobs
-        return reduced_precision(self.policy, self._trainer)
-
-    @property
-    def fixed_generation_steps(self) -> bool:
-        """Whether every rank runs the same forward passes (the policy's ``lockstep``, set by the sharding)."""
-        return self.policy.lockstep
+        return self.policy.engine.numerics_differ or reduced_precision(self.policy, self._trainer)
 
     def _world(self) -> tuple[int, int]:
         """``(global rank, world size)``; ``(0, 1)`` outside a trainer."""
@@ -201,8 +179,8 @@ class MSGRPOModule(L.LightningModule):
         return self.sharding.players(self.policy)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The end-of-fit summary (:class:`msgrpo.summary.RunSummary`) for any trainer that has none."""
-        from msgrpo.summary import RunSummary
+        """The end-of-fit summary (:class:`msgrpo.callbacks.summary.RunSummary`) for any trainer that has none."""
+        from msgrpo.callbacks.summary import RunSummary
 
         trainer = self._trainer
         has = trainer is not None and any(isinstance(c, RunSummary) for c in trainer.callbacks)
@@ -215,6 +193,11 @@ class MSGRPOModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         load_state(self, checkpoint)
 
+    def _weights_loaded(self) -> None:  # (Lightning loads a checkpoint's weights after on_load_checkpoint)
+        self.policy.weights_changed()
+
+    on_fit_start = on_validation_start = on_test_start = _weights_loaded
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.policy.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
@@ -224,29 +207,8 @@ class MSGRPOModule(L.LightningModule):
 
     # ----- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._update_s, self._update_tokens = 0.0, 0
-        self._kl_stopped = self._no_signal = 0
-        self._updated = False
-        # the run's totals (in checkpoints) at the iteration's start: loss/* counters log one iteration's events
-        self._totals_at_start = (self.rollbacks, self.guard.skipped)
-        self._evaluate_if_last()
-
-    def _evaluate_if_last(self) -> None:
-        """``fit`` always ends with an evaluation: at the last iteration (``trainer.max_epochs``) the validation
-        loop runs whatever ``check_val_every_n_epoch`` says (the Snake recipe evaluates every 200 iterations;
-        a run with ``--trainer.max_epochs=50`` still ends with its table)."""
-        trainer = self._trainer
-        if trainer is None or trainer.max_epochs is None or trainer.max_epochs < 1:
-            return
-        every = trainer.check_val_every_n_epoch
-        if every and self.current_epoch == trainer.max_epochs - 1 and trainer.max_epochs % every:
-            self._check_val_every = every  # put back when training ends
-            trainer.check_val_every_n_epoch = 1  # (read by Lightning at the iteration's end)
-
-    def on_train_end(self) -> None:
-        every = self.__dict__.pop("_check_val_every", None)
-        if every is not None:
-            self.trainer.check_val_every_n_epoch = every
+        self.counters = IterationCounters(rollbacks_at_start=self.rollbacks, skipped_at_start=self.guard.skipped)
+        self.evaluate_after_last_iteration()
 
     def log(self, name, value, *args, **kwargs) -> None:
         # Every value is one number per rank and iteration (batch_size 1). Across ranks: metric objects
@@ -260,15 +222,15 @@ class MSGRPOModule(L.LightningModule):
     def training_step(self, batch: MiniBatch, batch_idx: int) -> None:
         if batch.rollout_stats is not None:
             self.rollout_metrics.log(self, batch.rollout_stats)
-        if self._kl_stopped:  # an earlier mini-batch of this iteration stopped it (same on every rank)
-            self._kl_stopped += 1
+        if self.counters.kl_stopped:  # an earlier mini-batch of this iteration stopped it (same on every rank)
+            self.counters.kl_stopped += 1
             return
         start, steps = time.perf_counter(), self.trainer.global_step
         try:
             self._update(batch)
         finally:
-            self._update_s += time.perf_counter() - start
-            self._update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
+            self.counters.update_s += time.perf_counter() - start
+            self.counters.update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
             count_one_step(self.trainer, steps)
 
     def _update(self, batch: MiniBatch) -> None:
@@ -279,25 +241,25 @@ class MSGRPOModule(L.LightningModule):
         if normalisers[0] == 0:  # no real token on any rank (a no-op iteration): nothing to learn from
             return
         if not self.sharding.any(has_signal(batch, self.loss)):
-            self._no_signal += 1
+            self.counters.no_signal += 1
             return
         opt = self.optimizers()
         opt.zero_grad()
         stats = accumulate(self.policy, self.loss, batch, normalisers, self.manual_backward, world == 1)
         finite = self.sharding.all(stats.finite)
-        if not self._updated:  # the iteration's first update: scored exactly as the rollout sampled?
-            self._updated = True
+        if not self.counters.updated:  # the iteration's first update: scored exactly as the rollout sampled?
+            self.counters.updated = True
             self.log("loss/onpolicy_error", stats.onpolicy_error, reduce_fx="max")
-        if finite and self.target_kl is not None and self.sharding.mean(stats.mean("approx_kl")) > self.target_kl:
+        if finite and self.target_kl is not None and self.sharding.mean(stats.mean("loss/approx_kl")) > self.target_kl:
             opt.zero_grad()
-            self._kl_stopped = 1
+            self.counters.kl_stopped = 1
             return
         if finite and self.max_grad_norm is not None:
             self.sharding.clip_gradients(self, opt, self.max_grad_norm)
         finite = finite and self.sharding.all(grads_finite(self.policy))
         if finite and not self.sharding.any(grads_nonzero(self.policy)):  # e.g. every entropy above the floor
             opt.zero_grad()
-            self._no_signal += 1
+            self.counters.no_signal += 1
         elif finite:
             self._step(opt, batch)
         else:
@@ -312,58 +274,25 @@ class MSGRPOModule(L.LightningModule):
         self.guard.passed()
         if self.trust_region is None:
             opt.step()
+            self.policy.weights_changed()
             return
 
         def measure() -> float:
+            start = time.perf_counter()
             kl = approx_kl_of(self.policy, batch)
             self.sharding.release(self.policy)  # the step may be undone: no stale gathered parameters
+            self.counters.measure_s += time.perf_counter() - start
             return self.sharding.mean(kl)
 
-        landed, undone = self.trust_region.step(opt, self.policy, measure)
+        landed, undone = self.trust_region.step(opt, self.policy, measure, self.policy.weights_changed)
         self.rollbacks += undone
         if not landed:  # every try overshot: no step, and none for the rest of the iteration
-            self._kl_stopped = 1
+            self.counters.kl_stopped = 1
 
     def on_train_epoch_end(self) -> None:
-        self.log("loss/kl_stopped", float(self._kl_stopped), reduce_fx="max")
-        self.log("loss/no_signal_updates", float(self._no_signal), reduce_fx="max")
-        rollbacks, skipped = self._totals_at_start
-        self.log("loss/rollbacks", float(self.rollbacks - rollbacks), reduce_fx="max")
-        self.log("loss/skipped_updates", float(self.guard.skipped - skipped), reduce_fx="max")
-        self.log("loss/lr", self.optimizers().param_groups[0]["lr"])
+        self.counters.log(self, self.rollbacks, self.guard.skipped, self.optimizers().param_groups[0]["lr"])
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # manual optimization: Lightning leaves stepping to the module
             scheduler.step()
-        self.log("perf/update_s", self._update_s)
-        self.log("perf/tokens_per_s", self._update_tokens / max(self._update_s, 1e-9))
-        self.log("perf/peak_memory_mb", peak_memory_mb(self.device), reduce_fx="max")
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         self.history.append({"iteration": float(self.current_epoch), **metrics})
-
-    # ----- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, scenario: Scenario, keep: list | None = None, observe=None) -> dict[str, float]:
-        """Play a scenario's fixed seeds and summarise them (:func:`msgrpo.evaluation.evaluate`; split over
-        the ranks and gathered), under the precision plugin's numerics wherever it is called from (a
-        validation step, or a callback between iterations such as :class:`~msgrpo.selection.BestPolicy`)."""
-        rank, world = self._world()
-        gather = lambda t: self.all_gather(t.to(self.device))  # noqa: E731
-        with self.sharding.numerics(), self.lockstep() as agent:
-            return evaluate(agent, scenario, self.eval_greedy, rank, world, gather, keep, observe)
-
-    def _eval_step(self, scenario: Scenario) -> None:
-        episodes, frames = [], []
-        draw = self.transcripts and views.wants_frames(self._trainer)
-        result = self.evaluate(scenario, episodes, views.first_episode_frames(scenario.game, frames) if draw else None)
-        if self.transcripts:
-            views.show_episodes(self.trainer, "eval", scenario.game, episodes[: self.transcripts],
-                                self.current_epoch, scenario.name, frames)  # fmt: skip
-        self.eval_results[scenario.name] = result
-        for key in ("success_rate", "return_mean", "return_stderr", "invalid_action_rate", "episode_len"):
-            # identical on every rank (gathered): "max" keeps the value exact where a mean could round
-            self.log(f"eval/{scenario.name}/{key}", result[key], reduce_fx="max")
-
-    def validation_step(self, batch: Scenario, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def test_step(self, batch: Scenario, batch_idx: int) -> None:
-        self._eval_step(batch)

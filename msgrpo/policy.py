@@ -3,10 +3,10 @@
 The policy owns the model (optionally wrapped with a peft LoRA adapter), its tokenizer and chat
 template, the sampling distribution and the decoding settings. Its pieces live beside it:
 
-* :mod:`msgrpo.loading`: presets, Hugging Face directories and hub ids, LoRA, the reference copy;
-* :mod:`msgrpo.distribution`: the sampling distribution, shared by generation and scoring;
-* :mod:`msgrpo.prefix`: the shared-prefix KV machinery, shared by the rollout and the update;
-* :mod:`msgrpo.decoding`: the KV-cached sampling loop and the completion-position forward pass.
+* :mod:`msgrpo.lm.loading`: presets, Hugging Face directories and hub ids, LoRA, the reference copy;
+* :mod:`msgrpo.lm.distribution`: the sampling distribution, shared by generation and scoring;
+* :mod:`msgrpo.lm.prefix`: the shared-prefix KV machinery, shared by the rollout and the update;
+* :mod:`msgrpo.lm.decoding`: the KV-cached sampling loop and the completion-position forward pass.
 
 Training only ever sees the generated token ids; decoded text is used for parsing alone.
 """
@@ -17,11 +17,12 @@ import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from msgrpo import decoding
-from msgrpo.decoding import Generation
-from msgrpo.distribution import SamplingDistribution, TokenScores, score_tokens
 from msgrpo.errors import require
-from msgrpo.loading import (
+from msgrpo.lm import decoding
+from msgrpo.lm.decoding import Generation
+from msgrpo.lm.distribution import SamplingDistribution, TokenScores, score_tokens
+from msgrpo.lm.engine import Engine, KVCacheEngine
+from msgrpo.lm.loading import (
     TINY,
     LoraSettings,
     apply_lora,
@@ -33,10 +34,10 @@ from msgrpo.loading import (
     prepare_tokenizer,
     single_token_ids,
 )
-from msgrpo.models import TinySettings
-from msgrpo.prefix import MIN_SHARED_PREFIX, common_prefix_len
+from msgrpo.lm.models import TinySettings
+from msgrpo.lm.prefix import MIN_SHARED_PREFIX, common_prefix_len
+from msgrpo.lm.trunk import Trunk
 from msgrpo.seeding import run_seed
-from msgrpo.trunk import Trunk
 from msgrpo.types import MicroBatch
 
 __all__ = ["TINY", "MIN_SHARED_PREFIX", "Generation", "LanguagePolicy", "LoraSettings", "run_seed"]
@@ -67,32 +68,28 @@ class LanguagePolicy(nn.Module):
             when scoring, so log-probs stay exact. Like vLLM's ``guided_choice`` for one-token answers, e.g.
             a game's action names with ``max_new_tokens: 1`` (longer answers end early only if the EOS
             token is in the list). None (default): the whole vocabulary.
-        share_prefill: In a generate call, prefill the token prefix common to all prompts once and each
-            distinct prompt once, broadcasting their KV caches (same distribution up to float rounding,
-            much less prefill compute when prompts share a system message or a state). Scoring (the
-            training forward and backward passes) likewise runs the common prefix once per micro-batch,
-            its gradient gathered from every row.
+        share_prefill: Run the token prefix common to all prompts once (and each distinct prompt once),
+            broadcasting its KV cache, in generation and in scoring (there with the gradient gathered from
+            every row): the same distribution up to float rounding, much less compute.
         exploration_floor: With ``allowed_tokens``: mix this share of the uniform distribution over them
             into the policy, ``(1 - floor) p + floor / n``, so no allowed token falls below ``floor / n``
             (a pretrained model's peaked distribution never meets the rewarding moves otherwise). Part of
             the policy: sampling and training log-probs alike, so the update stays exactly on-policy;
             greedy evaluation (the argmax) is unchanged. 0 (default) = off.
-        cache_trunk: Under LoRA on the top layers only (``lora.layers``), score from the frozen trunk's
-            boundary states (:mod:`msgrpo.trunk`): the layers below the first adapted one run once per
-            micro-batch and iteration; the update's forward and backward passes, trust-region measuring
-            passes, the reference and re-scoring run only the layers above. The same log-probs and
-            gradients; off by itself, with one line saying why, where it cannot hold.
+        cache_trunk: Under LoRA on the top layers only (``lora.layers``), run the layers below the first
+            adapted one once per micro-batch and score every later pass (update, trust-region measures,
+            reference, re-scoring) from their output (:mod:`msgrpo.lm.trunk`): the same log-probs and
+            gradients. Off by itself, saying why in one line, where it cannot hold.
+        engine: What generates the rollout's completions (:mod:`msgrpo.lm.engine`): default the batched,
+            KV-cached :class:`~msgrpo.lm.engine.KVCacheEngine`; ``TransformersGenerate`` runs transformers'
+            own ``generate``. An engine whose numerics differ turns on the re-scoring of old log-probs.
 
-    Dropout is always off: the model runs in eval mode (deterministic forward passes) in the rollout and
-    in the update alike, so the importance ratio of the first update is 1 up to float rounding. Only
-    the decoder layers' training flag is turned on under ``gradient_checkpointing`` (transformers
-    checkpoints a layer only in training mode); nothing else reads it.
+    Dropout is always off (eval mode in the rollout and the update alike: the first importance ratio is 1);
+    under ``gradient_checkpointing`` only the decoder layers' training flag is turned on.
 
     Attributes:
-        lockstep: Set by the training module when parameters are sharded (FSDP): every rank must run
-            the same forward passes, so scoring adds no data-dependent prefix pass.
-        distribution: The sampling distribution (temperature, allowed tokens, top-k/top-p) that
-            generation samples from and scoring scores under.
+        lockstep: Every rank runs the same forward passes (sharded parameters; set by the sharding).
+        distribution: What generation samples from and scoring scores under.
     """
 
     def __init__(
@@ -113,6 +110,7 @@ class LanguagePolicy(nn.Module):
         allowed_tokens: list[str] | None = None,
         exploration_floor: float = 0.0,
         cache_trunk: bool = True,
+        engine: Engine | None = None,
     ) -> None:
         super().__init__()
         some_ids = None if allowed_tokens is None else torch.zeros(1, dtype=torch.long)  # (ids need the tokenizer)
@@ -148,9 +146,10 @@ class LanguagePolicy(nn.Module):
         self.distribution = SamplingDistribution(temperature, top_k, top_p, self.allowed_ids, exploration_floor)
         self.eos_ids = eos_ids(self.tokenizer, model)
         self.model = apply_lora(model, lora) if lora is not None else model
-        self._cache_arg = cache_argument(self.model)
+        self.cache_arg = cache_argument(self.model)
         self.reference: nn.Module | None = None
         self.trunk = Trunk(self.model, cache_trunk, announce=self.uses_lora)
+        self.engine = engine or KVCacheEngine()
         self.train(self.training)
 
     # ----- modes and the reference ---------------------------------------------------------------
@@ -203,7 +202,7 @@ class LanguagePolicy(nn.Module):
     def shared_prefix_len(self, prompts: list[torch.Tensor]) -> int:
         """Length of the token prefix every prompt shares, which :meth:`generate` prefills only once (and
         scoring runs once, see :meth:`score_prefix_len`); 0 when ``share_prefill`` is off
-        (:func:`msgrpo.prefix.common_prefix_len`)."""
+        (:func:`msgrpo.lm.prefix.common_prefix_len`)."""
         return common_prefix_len(prompts, MIN_SHARED_PREFIX) if self.share_prefill else 0
 
     def generate(
@@ -211,10 +210,10 @@ class LanguagePolicy(nn.Module):
         prompts: list[torch.Tensor],
         generator: torch.Generator | None = None,
         greedy: bool = False,
-        fixed_steps: bool = False,
+        fixed_steps: bool | None = None,
     ) -> Generation:
-        """Sample one completion per prompt in a single batched, KV-cached decoding loop
-        (:func:`msgrpo.decoding.generate`).
+        """One completion per prompt from the policy's engine (:attr:`engine`; default the batched, KV-cached
+        :class:`~msgrpo.lm.engine.KVCacheEngine`).
 
         Args:
             prompts: ``B`` prompt-id tensors, shape ``[P_b]``.
@@ -222,27 +221,18 @@ class LanguagePolicy(nn.Module):
             greedy: Take the argmax instead of sampling (evaluation).
             fixed_steps: Always run exactly ``max_new_tokens`` forward passes, even when every sequence
                 has ended (sharded models need every rank to run the same number of passes); this also
-                turns off prefix sharing, whose extra pass depends on the prompts.
+                turns off prefix sharing, whose extra pass depends on the prompts. None: :attr:`lockstep`.
 
         Returns:
             The completions and their log-probs under the sampling distribution.
         """
-        completion_ids, logprobs, forward_s = decoding.generate(
-            self.model,
-            prompts,
-            self.distribution,
-            max_new_tokens=self.max_new_tokens,
-            eos_ids=self.eos_ids,
-            pad_id=self.tokenizer.pad_token_id,
-            cache_arg=self._cache_arg,
-            shared=0 if fixed_steps else self.shared_prefix_len(prompts),
-            dedupe=self.share_prefill,
-            generator=generator,
-            greedy=greedy,
-            fixed_steps=fixed_steps,
-        )
-        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        return Generation(completion_ids, logprobs, texts, forward_s)
+        fixed = self.lockstep if fixed_steps is None else fixed_steps
+        return self.engine.generate(self, prompts, generator=generator, greedy=greedy, fixed_steps=fixed)
+
+    def weights_changed(self) -> None:
+        """Tell the engine the weights changed (:meth:`~msgrpo.lm.engine.Engine.sync_weights`): called after every
+        optimizer step, a trust-region restore, a checkpoint load, and by callbacks that swap weights in."""
+        self.engine.sync_weights(self)
 
     # ----- scoring -------------------------------------------------------------------------------
     def score_prefix_len(self, batch: MicroBatch) -> int:
@@ -263,7 +253,7 @@ class LanguagePolicy(nn.Module):
         c = batch.completion_len
         boundary = self.trunk.cut(self.lockstep) if model is self.model else None
         shared = self.score_prefix_len(batch)
-        logits = decoding.completion_logits(model, batch, self._cache_arg, shared, boundary)[:, :-1]
+        logits = decoding.completion_logits(model, batch, self.cache_arg, shared, boundary)[:, :-1]
         targets = batch.input_ids[:, -c:]  # [U, C]
         return score_tokens(self.distribution, logits, targets, batch.row_mask, with_entropy, entropy_grad)
 
@@ -275,7 +265,7 @@ class LanguagePolicy(nn.Module):
             entropy_grad: Keep the entropies' gradient (for an entropy bonus in the loss).
 
         Returns:
-            :class:`~msgrpo.distribution.TokenScores` of shape ``[U, C]`` (one row per distinct sequence,
+            :class:`~msgrpo.lm.distribution.TokenScores` of shape ``[U, C]`` (one row per distinct sequence,
             see :attr:`MicroBatch.rows`): sampling log-probs, untruncated log-probs and entropies;
             padded positions hold exactly 0.
         """

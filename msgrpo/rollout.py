@@ -11,13 +11,35 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
 from msgrpo.game import TextGame
-from msgrpo.policy import LanguagePolicy
+from msgrpo.lm.decoding import Generation
 from msgrpo.types import Episode, Step
+
+
+class Agent(Protocol):
+    """What the rollout needs of a policy (:class:`msgrpo.policy.LanguagePolicy` provides it, and so does a
+    sharded strategy's :class:`msgrpo.sharding.LockstepPolicy`).
+
+    Attributes:
+        response_prefix: Text the assistant turn starts with (prepended to each completion before parsing).
+        lockstep: Every rank must make the same generate calls (sharded parameters): one call per
+            environment step for every live episode, whatever their games.
+    """
+
+    response_prefix: str
+    lockstep: bool
+
+    def encode(self, messages: list[list[dict[str, str]]]) -> list[torch.Tensor]:
+        """Chat-template and tokenise conversations: ``B`` prompt-id tensors ``[P_b]``."""
+
+    def generate(
+        self, prompts: list[torch.Tensor], generator: torch.Generator | None = None, greedy: bool = False
+    ) -> Generation:
+        """One completion per prompt, with its exact log-probs under the sampling distribution."""
 
 
 @dataclass
@@ -72,7 +94,7 @@ def _by_game(live: list[int], episodes: list[Episode]) -> list[list[int]]:
     when all share one).
 
     Each bucket is one generate call: prompts of one game share their long prefix (run once, see
-    :mod:`msgrpo.prefix`) and similar lengths (little padding), where a mixture's prompts share little.
+    :mod:`msgrpo.lm.prefix`) and similar lengths (little padding), where a mixture's prompts share little.
     """
     buckets: dict[int, list[int]] = {}
     for i in live:
@@ -81,14 +103,13 @@ def _by_game(live: list[int], episodes: list[Episode]) -> list[list[int]]:
 
 
 def play(
-    policy: LanguagePolicy,
+    policy: Agent,
     game: TextGame | Sequence[TextGame],
     group_seeds: Sequence[int],
     group_size: int,
     generator: torch.Generator | None = None,
     greedy: bool = False,
     on_env_error: Literal["record", "raise"] = "record",
-    fixed_steps: bool = False,
     timing: RolloutTiming | None = None,
     env_step_timeout_s: float | None = None,
     observe: Callable[[int, Episode, object], None] | None = None,
@@ -97,7 +118,7 @@ def play(
 
     Every episode of group ``g`` is reset with ``group_seeds[g]``. At each environment step, every live
     episode's current state is rendered, the prompts go through one batched generate call per game (one
-    call in all for a single game, or with ``fixed_steps``), and each completion is interpreted and
+    call in all for a single game, or in lockstep), and each completion is interpreted and
     executed. Finished episodes leave the batch at once.
 
     Args:
@@ -109,7 +130,6 @@ def play(
         greedy: Argmax decoding (evaluation).
         on_env_error: ``"record"``: an env that raises ends its episode with ``Episode.error`` set and the
             others go on; ``"raise"``: re-raise.
-        fixed_steps: Passed to :meth:`LanguagePolicy.generate` (sharded models).
         timing: Filled with where the time went, when given.
         env_step_timeout_s: An env step (or reset) taking longer raises :class:`EnvTimeout`, handled like
             any env error, so one stuck env never hangs the run (Unix main thread only).
@@ -149,11 +169,11 @@ def play(
             observe(i, episodes[i], envs[i])
     while live:
         still_live = []
-        for bucket in [live] if fixed_steps else _by_game(live, episodes):
+        for bucket in [live] if getattr(policy, "lockstep", False) else _by_game(live, episodes):
             observations = [game_of(i).render(envs[i]) for i in bucket]
             messages = [game_of(i).chat(obs) for i, obs in zip(bucket, observations)]
             prompts = policy.encode(messages)
-            gen = policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=fixed_steps)
+            gen = policy.generate(prompts, generator=generator, greedy=greedy)
             if timing is not None:
                 timing.forward_s += gen.forward_s
                 timing.generate_calls += 1

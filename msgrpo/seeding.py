@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from msgrpo.evaluation import PANEL_SEED
+PANEL_SEED = 1_000_000
+"""First reset seed of the evaluation panel; training draws its groups' seeds below it."""
 
 
 def run_seed() -> int:

@@ -22,19 +22,21 @@ T = TypeVar("T")
 
 
 class LockstepPolicy:
-    """A :class:`LanguagePolicy` whose generate calls every rank makes together; the rest is the policy's.
+    """A :class:`LanguagePolicy` whose generate calls every rank makes together (the rollout's
+    :class:`~msgrpo.rollout.Agent`).
 
     Each call runs exactly ``max_new_tokens`` forward passes; before each call the ranks agree (one
     all-reduce) whether any of them still has a live episode, and a rank whose episodes have all ended
     keeps making dummy calls (:meth:`finish`) until every rank is done.
     """
 
+    lockstep = True
+
     def __init__(self, policy: LanguagePolicy, any_rank: Callable[[bool], bool]) -> None:
         self._policy = policy
         self._any_rank = any_rank
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._policy, name)
+        self.response_prefix = policy.response_prefix
+        self.encode = policy.encode
 
     def generate(self, prompts, generator=None, greedy=False, fixed_steps=True):
         self._any_rank(True)  # this rank is live: the others join with dummy calls

@@ -101,7 +101,7 @@ class StepSample:
         ref_logprobs: Reference-policy log-probs, or None when no KL term is used. Shape ``[C]``.
         prefix_group: Samples of one group (the steps of one game of a mixture, :attr:`Episode.game`)
             likely share a long prompt prefix; a micro-batch holds one group's samples only, so that
-            prefix runs once (:mod:`msgrpo.prefix`). A packing hint: it changes no number.
+            prefix runs once (:mod:`msgrpo.lm.prefix`). A packing hint: it changes no number.
     """
 
     prompt_ids: torch.Tensor
@@ -136,7 +136,7 @@ class MicroBatch:
             ``attention_mask``, which then hold ``U <= B`` rows, and ``rows[b]`` is sample ``b``'s row.
             None means one row per sample (``U = B``).
         trunk: Where the frozen trunk's boundary states of this micro-batch are kept once computed
-            (:mod:`msgrpo.trunk`; key ``"states"``). Not a constructor field: copies of the micro-batch
+            (:mod:`msgrpo.lm.trunk`; key ``"states"``). Not a constructor field: copies of the micro-batch
             (Lightning moves a batch to the device by copying it) share it, so every pass of the iteration
             finds the states whichever copy computed them.
     """

@@ -101,12 +101,13 @@ class UpdateStats:
         tokens: Real completion tokens.
         loss: Summed normalised loss (the mini-batch loss).
         policy: Summed normalised policy-gradient loss.
-        kl, clip_frac, approx_kl, ratio, support_exit, entropy: Token-weighted sums of the per-token means.
-        advantage: Sum of the advantages at the real tokens. Its token mean (``loss/advantage_mean``) is the
-            update's net push on whatever was sampled: 0 when the advantages are centred over the trained
-            tokens; positive when long episodes are the better ones and each episode is centred once
-            (``EpisodeReturn(stats_over="episodes")``: a survivor's 8 steps against a loser's 3), which
-            makes every sampled move more likely, right or wrong, and drains entropy without learning.
+        sums: ``metric name -> token-weighted sum``: the loss's token means
+            (:meth:`~msgrpo.loss.LossOutput.token_means`), ``loss/entropy`` and ``loss/advantage_mean``. The
+            latter is the update's net push on whatever was sampled: 0 when the advantages are centred over
+            the trained tokens; positive when long episodes are the better ones and each episode is centred
+            once (``EpisodeReturn(stats_over="episodes")`` without ``length_neutral``: a survivor's 8 steps
+            against a loser's 3), which makes every sampled move more likely, right or wrong, and drains
+            entropy without learning.
         onpolicy_error: Largest ``|log ratio|`` seen.
         finite: Every micro-batch loss was finite.
     """
@@ -114,17 +115,9 @@ class UpdateStats:
     tokens: int = 0
     loss: float = 0.0
     policy: float = 0.0
-    kl: float = 0.0
-    clip_frac: float = 0.0
-    approx_kl: float = 0.0
-    ratio: float = 0.0
-    support_exit: float = 0.0
-    entropy: float = 0.0
-    advantage: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)
     onpolicy_error: float = 0.0
     finite: bool = field(default=True)
-
-    TOKEN_MEANS = ("kl", "clip_frac", "approx_kl", "ratio", "support_exit", "entropy", "advantage")
 
     def add(self, out: LossOutput, entropy: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> None:
         """Add one micro-batch's loss output, its per-sample entropies ``[B, C]`` (real tokens: ``mask``)
@@ -133,28 +126,20 @@ class UpdateStats:
         self.tokens += n
         self.loss += float(out.loss.detach())
         self.policy += float(out.policy_loss)
-        for name, value in (
-            ("kl", out.kl),
-            ("clip_frac", out.clip_frac),
-            ("approx_kl", out.approx_kl),
-            ("ratio", out.ratio_mean),
-            ("support_exit", out.support_exit_frac),
-        ):
-            setattr(self, name, getattr(self, name) + float(value) * n)
-        self.entropy += float(torch.where(mask.bool(), entropy.detach(), 0.0).sum())
-        self.advantage += float((advantages.reshape(-1, 1) * mask).sum())
+        sums = {name: value * n for name, value in out.token_means().items()}
+        sums["loss/entropy"] = float(torch.where(mask.bool(), entropy.detach(), 0.0).sum())
+        sums["loss/advantage_mean"] = float((advantages.reshape(-1, 1) * mask).sum())
+        for name, value in sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
         self.onpolicy_error = max(self.onpolicy_error, float(out.max_abs_log_ratio))
 
     def mean(self, name: str) -> float:
-        """The token mean of one of :attr:`TOKEN_MEANS`."""
-        return getattr(self, name) / max(self.tokens, 1)
+        """The token mean of metric ``name`` (``"loss/approx_kl"``, ...); 0 with no token."""
+        return self.sums.get(name, 0.0) / max(self.tokens, 1)
 
     def metrics(self) -> dict[str, float]:
         """``loss/*`` metrics of this update."""
-        out = {"loss/total": self.loss, "loss/policy": self.policy}
-        names = {"ratio": "ratio_mean", "support_exit": "support_exit_frac", "advantage": "advantage_mean"}
-        out.update({f"loss/{names.get(n, n)}": self.mean(n) for n in self.TOKEN_MEANS})
-        return out
+        return {"loss/total": self.loss, "loss/policy": self.policy, **{name: self.mean(name) for name in self.sums}}
 
 
 def accumulate(
@@ -293,13 +278,21 @@ class TrustRegion:
     max_kl: float
     retries: int = 3
 
-    def step(self, optimizer: Any, policy: nn.Module, measure: Callable[[], float]) -> tuple[bool, int]:
+    def step(
+        self,
+        optimizer: Any,
+        policy: nn.Module,
+        measure: Callable[[], float],
+        changed: Callable[[], None] = lambda: None,
+    ) -> tuple[bool, int]:
         """Step ``optimizer`` (gradients already accumulated) inside the region.
 
         Args:
             optimizer: The optimizer (a Lightning wrapper or a torch optimizer).
             policy: The module whose trainable parameters the optimizer steps.
             measure: The approximate KL after the step (the same on every rank).
+            changed: Called whenever the weights changed: after each try's step and after each undo (the
+                policy's :meth:`~msgrpo.policy.LanguagePolicy.weights_changed`, for an engine's copy).
 
         Returns:
             ``(landed, undone)``: whether a step stayed inside the region (else the parameters and
@@ -317,10 +310,12 @@ class TrustRegion:
             for _ in range(self.retries + 1):
                 scale_lr(factor)
                 optimizer.step()
+                changed()
                 kl = measure()
                 if kl <= self.max_kl:
                     return True, undone
                 before.restore()
+                changed()
                 undone += 1
                 # the KL of an Adam step grows about linearly with its size (measured; faster for large
                 # steps): aim just inside the region, at least halve

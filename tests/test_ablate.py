@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from msgrpo import ablate, report
 
 TINY = [
@@ -14,6 +16,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_report_runs_seeds_and_writes_files(tmp_path, capsys):
     args = ["--seeds", "0", "1", "--out", str(tmp_path), "--reference-episodes", "5", "--", *TINY]
     summary = report.main([*args, "--data.sampler.init_args.num_episodes=2"])
@@ -29,6 +32,7 @@ def test_report_runs_seeds_and_writes_files(tmp_path, capsys):
     assert again["final"]["eval/train/success_rate"]["mean"] == final["mean"]
 
 
+@pytest.mark.slow
 def test_ablation_grid_table(tmp_path, capsys):
     results = ablate.main(
         ["--seeds", "0", "--out", str(tmp_path),

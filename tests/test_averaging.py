@@ -7,7 +7,7 @@ import pytest
 import torch
 from fast_fit import FAST_FIT, run_dir
 
-from msgrpo.averaging import LIVE_KEY, PolicyAveraging
+from msgrpo.callbacks.averaging import LIVE_KEY, PolicyAveraging
 from msgrpo.errors import ConfigError
 from msgrpo.recipes import frozen_lake
 
@@ -20,7 +20,7 @@ FAST = [
     "--trainer.check_val_every_n_epoch=1",
     "--data.eval_scenarios=[train]",
 ]
-AVERAGE = ["--trainer.callbacks+=msgrpo.averaging.PolicyAveraging", "--trainer.callbacks.start=0.5"]
+AVERAGE = ["--trainer.callbacks+=msgrpo.callbacks.averaging.PolicyAveraging", "--trainer.callbacks.start=0.5"]
 RECORD = ["--trainer.callbacks+=test_averaging.Recorder"]
 
 
@@ -57,6 +57,7 @@ def _weights(cli) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in cli.model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.slow
 def test_the_model_ends_with_the_mean_of_the_last_iterations_and_training_is_untouched(tmp_path):
     plain = _fit(tmp_path / "plain", *RECORD)
     averaged = _fit(tmp_path / "averaged", *RECORD, *AVERAGE)
@@ -87,6 +88,7 @@ def test_the_model_ends_with_the_mean_of_the_last_iterations_and_training_is_unt
         assert torch.equal(state[LIVE_KEY][name], live[3][name])
 
 
+@pytest.mark.slow
 def test_an_evaluation_inside_an_iteration_never_counts_half_updated_weights(tmp_path):
     # two mini-batches and an evaluation after each: the mid-iteration evaluation must not count the weights
     # of the half-updated policy, nor mark the iteration counted (its end-of-iteration weights would be lost)
@@ -101,8 +103,8 @@ def test_an_evaluation_inside_an_iteration_never_counts_half_updated_weights(tmp
 
 
 def test_same_start_convention_as_best_policy():
-    from msgrpo.averaging import window_start
-    from msgrpo.selection import BestPolicy
+    from msgrpo.callbacks.averaging import window_start
+    from msgrpo.callbacks.selection import BestPolicy
 
     for epochs, start, first in [(200, 0.75, 149), (200, 0.5, 99), (4, 0.5, 1), (3, 0.5, 1), (10, 0.0, 0)]:
         trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False)
@@ -111,6 +113,7 @@ def test_same_start_convention_as_best_policy():
         assert BestPolicy(start=start).first_epoch(trainer) == first
 
 
+@pytest.mark.slow
 def test_resume_in_the_middle_of_the_average_matches_the_straight_run(tmp_path):
     straight = _fit(tmp_path / "straight", *AVERAGE)
     # stopped after iteration 2: one iteration averaged, the checkpoint holds the average and the live weights
@@ -124,6 +127,7 @@ def test_resume_in_the_middle_of_the_average_matches_the_straight_run(tmp_path):
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_under_lora_only_the_adapter_is_averaged_and_the_checkpoint_stays_adapter_only(tmp_path):
     cli = _fit(tmp_path, "--model.policy.init_args.lora.r=4", *AVERAGE)
     averaging = _callback(cli, PolicyAveraging)

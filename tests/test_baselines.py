@@ -1,4 +1,4 @@
-"""The baselines CLI: ``python -m msgrpo.baselines <game> --policy ...``."""
+"""The baselines CLI: ``python -m msgrpo.tools.baselines <game> --policy ...``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from msgrpo.baselines import main
+from msgrpo.tools.baselines import main
 
-KEYS = {"success_rate", "return_mean", "return_stderr", "episode_len"}
+KEYS = {"success_rate", "return_mean", "return_stderr", "invalid_action_rate", "episode_len"}
 
 
 def run_cli(capsys, *argv: str) -> tuple[dict, str, str]:
@@ -64,9 +64,10 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
     assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("error:")
 
 
+@pytest.mark.slow
 def test_module_entry_point_exit_code():
     proc = subprocess.run(
-        [sys.executable, "-m", "msgrpo.baselines", "snake", "--policy", "optimal"],
+        [sys.executable, "-m", "msgrpo.tools.baselines", "snake", "--policy", "optimal"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -80,6 +80,7 @@ def test_scaling_benchmark(capsys):
         assert_finite(p, ["rollout_s", "update_s", "iteration_s"])
 
 
+@pytest.mark.slow
 def test_linear_fit_is_exact_on_a_line():
     fit = load("scaling").linear_fit([1.0, 2.0, 4.0], [3.0, 5.0, 9.0])
     assert fit == pytest.approx({"slope": 2.0, "intercept": 1.0, "r2": 1.0})
@@ -113,6 +114,7 @@ def test_shared_prefill_samples_like_a_plain_prefill(tiny_policy_factory):
     assert len({tuple(out[True].completion_ids[i].tolist()) for i in (0, 2, 5)}) > 1
 
 
+@pytest.mark.slow
 def test_learning_snake_benchmark_reports_every_policy(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
     monkeypatch.setenv("MSGRPO_THREADS", str(torch.get_num_threads()))
@@ -138,6 +140,7 @@ def test_learning_snake_benchmark_reports_every_policy(tmp_path, capsys, monkeyp
     assert result["met_target"] == (result["min_margin_se"] >= 3.0)
 
 
+@pytest.mark.slow
 def test_learning_benchmarks_run_each_seed_in_its_own_process_and_aggregate(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.setenv("MSGRPO_THREADS", "1")
@@ -157,6 +160,7 @@ def test_learning_benchmarks_run_each_seed_in_its_own_process_and_aggregate(tmp_
     assert result["summary"]["iterations"]["mean"] == 1.0
 
 
+@pytest.mark.slow
 def test_iteration_benchmark_times_both_settings(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
     monkeypatch.setenv("MSGRPO_THREADS", str(torch.get_num_threads()))
@@ -168,6 +172,8 @@ def test_iteration_benchmark_times_both_settings(tmp_path, capsys, monkeypatch):
         assert figures["iterations"] == 1 and figures["peak_memory_mb"] > 0
         assert_finite(figures, ["iteration_s", "rollout_s", "update_s", "update_tokens_per_s"])
         assert figures["iteration_s"] == pytest.approx(figures["rollout_s"] + figures["update_s"], abs=0.02)
+        assert 0 <= figures["trunk_s"] <= figures["update_s"] and 0 <= figures["measure_s"] <= figures["update_s"]
+    assert result["after"]["trunk_s"] > 0 and result["before"]["trunk_s"] == 0  # the frozen trunk, and not
     assert result["speedup"] == pytest.approx(
         result["before"]["iteration_s"] / result["after"]["iteration_s"], abs=0.01
     )

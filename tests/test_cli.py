@@ -55,6 +55,7 @@ BAD_SETTINGS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("recipe", "arg", "needle"), BAD_SETTINGS, ids=[a for _, a, _ in BAD_SETTINGS])
 def test_every_bad_setting_is_one_error_line_naming_it(recipe, arg, needle, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", sys.argv[:1])  # pytest's own arguments would add LightningCLI's warning
@@ -79,6 +80,7 @@ def _fit(root, *extra: str):
     )
 
 
+@pytest.mark.slow
 def test_enable_checkpointing_false_turns_checkpointing_off(tmp_path):
     cli = _fit(tmp_path, "--trainer.enable_checkpointing=false")
     assert cli.trainer.checkpoint_callback is None and len(cli.model.history) == 2
@@ -89,6 +91,7 @@ def _returns(cli) -> list[float]:
     return [round(row["rollout/return_mean"], 6) for row in cli.model.history]
 
 
+@pytest.mark.slow
 def test_seed_everything_changes_the_whole_run_and_explicit_seeds_win(tmp_path):
     a = _fit(tmp_path / "a", "--seed_everything=0")
     b = _fit(tmp_path / "b", "--seed_everything=4243")
@@ -124,6 +127,7 @@ def test_gymnasium_make_finds_the_envs_after_import_msgrpo(tmp_path):
     assert "msgrpo/Snake-v0 True" in proc.stdout and "msgrpo/FrozenLake-v0 True" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_normal_run_prints_no_library_warnings(tmp_path):
     code = (
         "from msgrpo.recipes import snake\n"
@@ -193,6 +197,7 @@ def test_dataclass_settings_are_the_policys_dataclass_parameters():
     assert dataclass_params == set(DATACLASS_SETTINGS)
 
 
+@pytest.mark.slow
 def test_lora_layers_null_on_the_command_line_adapts_every_layer():
     # jsonargparse alone refuses this argument ("Expected a <class 'list'>"); a config fixing the top layer
     # first, then null: every layer is adapted, the other LoRA settings kept

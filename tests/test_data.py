@@ -77,6 +77,7 @@ def _plain_trainer(tmp_path, **kwargs):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_plain_trainer_plays_fresh_episodes_every_epoch(tiny_policy_factory, tmp_path):
     # no reload_dataloaders_every_n_epochs: the data module sets it, so every epoch is a new rollout
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
@@ -95,6 +96,7 @@ def test_a_plain_trainer_plays_fresh_episodes_every_epoch(tiny_policy_factory, t
     assert trainer.reload_dataloaders_every_n_epochs == 1
 
 
+@pytest.mark.slow
 def test_reloading_dataloaders_less_often_is_a_config_error(tiny_policy_factory, tmp_path):
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
     data = RolloutDataModule(FrozenLake(), num_groups=1, group_size=2)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from msgrpo.distribution import SamplingDistribution, score_tokens, truncate
 from msgrpo.errors import ConfigError
+from msgrpo.lm.distribution import SamplingDistribution, score_tokens, truncate
 
 
 def test_truncate_top_k_and_nucleus_by_hand():

@@ -10,7 +10,7 @@ from fast_fit import FAST_FIT, run_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from msgrpo import export
-from msgrpo.decoding import left_pad
+from msgrpo.lm.decoding import left_pad
 from msgrpo.recipes import frozen_lake
 
 FAST = [*FAST_FIT, "--trainer.max_epochs=2"]
@@ -33,6 +33,7 @@ def _logits(model, ids, mask):
     return model.eval()(input_ids=ids, attention_mask=mask).logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True])
 def test_export_round_trip_logits(tmp_path, lora):
     # LoRA's B matrices start at 0. The untrained model names no valid move, so every group's returns can
@@ -61,6 +62,7 @@ def test_export_round_trip_logits(tmp_path, lora):
     assert settings["allowed_tokens"] == (["left", "down", "right", "up"] if lora else None)
 
 
+@pytest.mark.slow
 def test_export_lora_adapter_only(tmp_path):
     from peft import PeftModel
 
@@ -76,6 +78,7 @@ def test_export_lora_adapter_only(tmp_path):
     torch.testing.assert_close(_logits(model, ids, mask), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_needs_lora_for_adapter_only(tmp_path, capsys):
     _, ckpt, config = _train(tmp_path / "run", "--trainer.max_epochs=1")
     with pytest.raises(SystemExit) as exit_info:

@@ -1,10 +1,10 @@
-"""Loading (``msgrpo.loading``): single-token checks, EOS ids, the cache keyword, the reference copy."""
+"""Loading (``msgrpo.lm.loading``): single-token checks, EOS ids, the cache keyword, the reference copy."""
 
 import pytest
 import torch
 
 from msgrpo.errors import ConfigError
-from msgrpo.loading import LoraSettings, cache_argument, eos_ids, frozen_copy, single_token_ids
+from msgrpo.lm.loading import LoraSettings, cache_argument, eos_ids, frozen_copy, single_token_ids
 
 
 def test_single_token_ids(tiny_policy):

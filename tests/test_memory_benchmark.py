@@ -1,13 +1,16 @@
-"""benchmarks/memory.py runs (on the tiny model; the SmolLM2 figure is measured by hand, see benchmarks/README.md)."""
+"""benchmarks/memory.py runs (on the tiny model; the SmolLM2 figure is measured by hand: docs/results.md)."""
 
 import importlib.util
 import math
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_memory_benchmark_on_tiny(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     spec = importlib.util.spec_from_file_location("bench_memory", BENCH / "memory.py")

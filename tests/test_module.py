@@ -23,11 +23,17 @@ def test_the_kl_reference_is_copied_at_construction(tiny_policy_factory):
     assert lora.reference is None
 
 
-def test_fixed_generation_steps_is_the_policys_lockstep(tiny_policy):
-    module = MSGRPOModule(tiny_policy)
-    assert module.fixed_generation_steps is False
+def test_lockstep_is_the_policys_one_flag(tiny_policy, monkeypatch):
+    # set by the sharding; generate reads it (every rank runs max_new_tokens passes) and so does the rollout
+    calls = []
+    generate = tiny_policy.engine.generate
+    record = lambda *a, **k: calls.append(k["fixed_steps"]) or generate(*a, **k)  # noqa: E731
+    monkeypatch.setattr(tiny_policy.engine, "generate", record)
+    prompts = tiny_policy.encode([[{"role": "user", "content": "hi"}]])
+    tiny_policy.generate(prompts, greedy=True)
     tiny_policy.lockstep = True
-    assert module.fixed_generation_steps is True
+    tiny_policy.generate(prompts, greedy=True)
+    assert calls == [False, True]
 
 
 def test_checkpoint_round_trip_keeps_counters_history_and_only_the_adapter(tiny_policy_factory):
@@ -70,6 +76,7 @@ def test_bad_module_settings(tiny_policy):
     assert torch.is_tensor(next(MSGRPOModule(tiny_policy).parameters()))
 
 
+@pytest.mark.slow
 def test_fit_always_ends_with_an_evaluation(tmp_path):
     # evaluations every 50 iterations (the recipe's) and a 3-iteration run: the last iteration is evaluated anyway
     from fast_fit import FAST_FIT, run_dir

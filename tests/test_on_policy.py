@@ -125,6 +125,7 @@ def _fit(tmp_path, extra: list[str]) -> tuple[MSGRPOCLI, dict[str, torch.Tensor]
     return cli, before, lengths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_option_moves_weights_and_first_update_is_on_policy(tmp_path, name):
     cli, before, lengths = _fit(tmp_path, CASES[name])
@@ -152,6 +153,7 @@ def test_option_moves_weights_and_first_update_is_on_policy(tmp_path, name):
         assert len(lengths) > 1, lengths  # padding really was inside the micro-batches
 
 
+@pytest.mark.slow
 def test_rollback_restores_parameters_and_optimizer_state_of_an_overshooting_update(tmp_path):
     # a tiny threshold and no retry: every update overshoots and is undone, so the weights end where they
     # started (a retry would aim inside the region with a step of about 1e-10 of the learning rate, and land)
@@ -176,6 +178,7 @@ def test_rollback_restores_parameters_and_optimizer_state_of_an_overshooting_upd
     assert any(not torch.equal(p, after[n].detach()) for n, p in before.items())
 
 
+@pytest.mark.slow
 def test_no_signal_makes_no_step(tmp_path):
     # the untrained model never names a move on the fixed classic map with the first move as fallback:
     # every episode of a group plays the same and every advantage is 0, so Adam must not move the
@@ -190,6 +193,7 @@ def test_no_signal_makes_no_step(tmp_path):
     assert all(torch.equal(p, after[n].detach()) for n, p in before.items())
 
 
+@pytest.mark.slow
 def test_an_exactly_zero_gradient_makes_no_step(tmp_path):
     # as above (every advantage 0), with an entropy floor far below the untrained model's entropy over the
     # whole vocabulary (about 6 nats): the capped bonus has gradient exactly 0 at every token, so the whole

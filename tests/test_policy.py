@@ -5,8 +5,8 @@ import torch
 
 from msgrpo.batching import collate
 from msgrpo.components.games import FrozenLake
-from msgrpo.decoding import completion_logits
 from msgrpo.errors import ConfigError
+from msgrpo.lm.decoding import completion_logits
 from msgrpo.policy import LanguagePolicy, LoraSettings
 from msgrpo.types import StepSample
 
@@ -92,7 +92,7 @@ def test_allowed_tokens_constrain_sampling_and_scoring_exactly(tiny_policy_facto
     assert (entropy[mask] <= torch.log(torch.tensor(4.0)) + 1e-5).all()  # a distribution over 4 tokens
     # by hand: the first token's log-prob is its logit minus the logsumexp over the four allowed logits
     free = tiny_policy_factory(max_new_tokens=2)
-    logits = completion_logits(free.model, batch, free._cache_arg, free.score_prefix_len(batch))[:, 0].float()
+    logits = completion_logits(free.model, batch, free.cache_arg, free.score_prefix_len(batch))[:, 0].float()
     first = batch.input_ids[:, -2]
     expected = logits.gather(-1, first[:, None]).squeeze(-1) - logits[:, ids].logsumexp(-1)
     assert torch.allclose(logp[:, 0], expected, atol=1e-5)

@@ -1,8 +1,8 @@
-"""The shared-prefix machinery (``msgrpo.prefix``)."""
+"""The shared-prefix machinery (``msgrpo.lm.prefix``)."""
 
 import torch
 
-from msgrpo.prefix import common_prefix_len
+from msgrpo.lm.prefix import common_prefix_len
 
 
 def test_common_prefix_by_hand():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from msgrpo.report import aggregate, auc, fraction_of_reference, mean_ci, read_metrics, t975, write_report
+from msgrpo.tools.report import aggregate, auc, fraction_of_reference, mean_ci, read_metrics, t975, write_report
 
 
 def test_mean_ci_by_hand():

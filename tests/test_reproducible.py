@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.skipif(
     "avx2" not in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else True,
@@ -22,7 +21,8 @@ from msgrpo.recipes import snake
 from msgrpo.reproducible import mkl_cbwr_mode
 root = sys.argv[2]
 cli = snake.main(["fit", "--reproducible=true", "--trainer.max_epochs=2", "--trainer.limit_val_batches=0",
-                  "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+                  "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
+                  "--trainer.enable_progress_bar=false",
                   "--data.num_groups=2", "--data.group_size=4", "--data.sampler.init_args.num_episodes=4",
                   f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"])
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_cbwr_mode(),
@@ -39,6 +39,7 @@ def _run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], env=full, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_switch_pins_kernels_mkl_threads_and_algorithms_before_any_kernel_runs(tmp_path):
     # started on ATen's scalar kernels: the switch lands on AVX2 anyway, so no kernel ran before it
     runs = []
@@ -54,6 +55,7 @@ def test_the_switch_pins_kernels_mkl_threads_and_algorithms_before_any_kernel_ru
     assert len(runs[0]["loss"]) == 2
 
 
+@pytest.mark.slow
 def test_the_switch_refuses_a_process_whose_kernels_already_ran():
     code = """
 import torch

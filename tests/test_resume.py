@@ -44,6 +44,7 @@ def _assert_same(straight, resumed) -> None:
     assert len(resumed.model.history) == len(straight.model.history)  # history travels in the checkpoint
 
 
+@pytest.mark.slow
 def test_resume_from_file_matches_straight_run(tmp_path):
     straight = _fit(tmp_path / "straight", 4)
     first = _fit(tmp_path / "split", 2)
@@ -58,6 +59,7 @@ def test_resume_from_file_matches_straight_run(tmp_path):
     _assert_same(straight, resumed)
 
 
+@pytest.mark.slow
 def test_lora_checkpoint_holds_adapter_only_and_resumes_with_last(tmp_path):
     lora = ["--model.policy.init_args.lora.r=4"]
     straight = _fit(tmp_path / "straight", 4, *lora)
@@ -72,6 +74,7 @@ def test_lora_checkpoint_holds_adapter_only_and_resumes_with_last(tmp_path):
     assert any(p.abs().sum() > 0 for p in lora_b)  # the adapter learned (and came back from the checkpoint)
 
 
+@pytest.mark.slow
 def test_resumed_full_finetune_keeps_the_initial_model_as_kl_anchor(tmp_path):
     from msgrpo.policy import LanguagePolicy
 

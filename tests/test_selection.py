@@ -7,11 +7,11 @@ import pytest
 import torch
 from fast_fit import FAST_FIT, run_dir
 
+from msgrpo.callbacks.selection import VALIDATION_SEED, BestPolicy
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import PANEL_SEED
 from msgrpo.module import MSGRPOModule
 from msgrpo.recipes import frozen_lake
-from msgrpo.selection import VALIDATION_SEED, BestPolicy
 
 # Weight decay off: the weights move through gradients only. An evaluation after every iteration, so the
 # last one runs after the selection (Lightning evaluates before on_train_epoch_end).
@@ -73,6 +73,7 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(a[n], b[n]) for n in b)
 
 
+@pytest.mark.slow
 def test_the_run_ends_with_the_best_validating_policy_and_training_is_untouched(tmp_path):
     plain = _callback(_fit(tmp_path / "plain"), Recorder)
     cli = _fit(tmp_path / "selected", *SCRIPTED, "--trainer.callbacks.start=0.25")
@@ -93,6 +94,7 @@ def test_the_run_ends_with_the_best_validating_policy_and_training_is_untouched(
     assert [row.get("select/best_iteration") for row in cli.model.history] == [1.0, 2.0, 2.0, 2.0]
 
 
+@pytest.mark.slow
 def test_start_and_every_n_choose_the_validated_iterations(tmp_path):
     Scripted.played = 0
     cli = _fit(tmp_path, *SCRIPTED, "--trainer.callbacks.every_n_epochs=3", "--trainer.callbacks.start=0.5")
@@ -103,6 +105,7 @@ def test_start_and_every_n_choose_the_validated_iterations(tmp_path):
     assert _equal(_weights(cli), _callback(cli, Recorder).updated[2])
 
 
+@pytest.mark.slow
 def test_without_evaluations_the_real_score_plays_held_out_seeds_and_training_is_untouched(tmp_path, monkeypatch):
     # the recipes' path: no evaluation between iterations, so the selection runs in on_train_epoch_end
     quiet = ["--trainer.limit_val_batches=0"]
@@ -115,7 +118,8 @@ def test_without_evaluations_the_real_score_plays_held_out_seeds_and_training_is
         return evaluate(self, scenario, *args, **kwargs)
 
     monkeypatch.setattr(MSGRPOModule, "evaluate", spy)
-    chooser_args = ["--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=2"]
+    chooser_args = ["--trainer.callbacks+=msgrpo.callbacks.selection.BestPolicy",
+                    "--trainer.callbacks.every_n_epochs=2"]  # fmt: skip
     cli = _fit(tmp_path / "selected", *quiet, *chooser_args, "--trainer.callbacks.episodes=3")
     chooser, selected = _callback(cli, BestPolicy), _callback(cli, Recorder)
     assert played == [[VALIDATION_SEED, VALIDATION_SEED + 1, VALIDATION_SEED + 2]] * 2  # iterations 2 and 4
@@ -131,6 +135,7 @@ def test_without_evaluations_the_real_score_plays_held_out_seeds_and_training_is
     assert cli.model.history[-1]["select/best_iteration"] == chooser.best_epoch + 1
 
 
+@pytest.mark.slow
 def test_the_best_of_a_scripted_run_without_evaluations_ends_it(tmp_path):
     cli = _fit(tmp_path, "--trainer.limit_val_batches=0", *SCRIPTED)
     assert _callback(cli, Scripted).best_epoch == 1
@@ -138,6 +143,7 @@ def test_the_best_of_a_scripted_run_without_evaluations_ends_it(tmp_path):
     assert not _equal(_callback(cli, Recorder).updated[1], _callback(cli, Recorder).updated[3])
 
 
+@pytest.mark.slow
 def test_an_evaluation_inside_an_iteration_is_not_a_selection_point(tmp_path):
     cli = _fit(tmp_path, *SCRIPTED, "--data.num_minibatches=2", "--trainer.val_check_interval=0.5")
     chooser = _callback(cli, Scripted)
@@ -145,6 +151,7 @@ def test_an_evaluation_inside_an_iteration_is_not_a_selection_point(tmp_path):
     assert _equal(_weights(cli), _callback(cli, Recorder).updated[1])
 
 
+@pytest.mark.slow
 def test_validation_runs_under_the_precision_plugins_autocast(tmp_path, monkeypatch):
     # bf16-mixed: training rollouts and the evaluation panel run under autocast; so must the selection's
     # games (played between iterations, outside Lightning's steps), or it scores another policy's numerics
@@ -159,7 +166,7 @@ def test_validation_runs_under_the_precision_plugins_autocast(tmp_path, monkeypa
         return play(*args, greedy=greedy, **kwargs)
 
     monkeypatch.setattr(msgrpo.rollout, "play", spy)
-    chooser = ["--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=2",
+    chooser = ["--trainer.callbacks+=msgrpo.callbacks.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=2",
                "--trainer.callbacks.episodes=2"]  # fmt: skip
     _fit(tmp_path, "--trainer.limit_val_batches=0", "--trainer.precision=bf16-mixed", *chooser)
     assert autocast == [True, True]  # after iterations 2 and 4
@@ -170,12 +177,14 @@ class NaNScores(BestPolicy):
         return float("nan")
 
 
+@pytest.mark.slow
 def test_nan_scores_never_win_and_the_run_keeps_its_live_policy(tmp_path):
     cli = _fit(tmp_path, "--trainer.callbacks+=test_selection.NaNScores", "--trainer.callbacks.every_n_epochs=1")
     assert _callback(cli, NaNScores).best_epoch == -1
     assert _equal(_weights(cli), _callback(cli, Recorder).updated[3])
 
 
+@pytest.mark.slow
 def test_resume_matches_the_straight_run(tmp_path):
     straight = _fit(tmp_path / "straight", *SCRIPTED)
     # interrupted after iteration 3 (best so far: 2): not the run's last iteration, so nothing is swapped in
@@ -187,15 +196,18 @@ def test_resume_matches_the_straight_run(tmp_path):
         torch.testing.assert_close(_weights(resumed)[name], value, atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_under_lora_only_the_adapter_is_kept(tmp_path):
     cli = _fit(tmp_path, "--model.policy.init_args.lora.r=4", *SCRIPTED)
     chooser = _callback(cli, Scripted)
     assert chooser.best and all("lora_" in n for n in chooser.best)
 
 
+@pytest.mark.slow
 def test_validation_seeds_overlapping_the_evaluation_panel_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        _fit(tmp_path, "--trainer.callbacks+=msgrpo.selection.BestPolicy", f"--trainer.callbacks.seed={PANEL_SEED}")
+        _fit(tmp_path, "--trainer.callbacks+=msgrpo.callbacks.selection.BestPolicy",
+             f"--trainer.callbacks.seed={PANEL_SEED}")  # fmt: skip
     assert stop.value.code == 2
     assert "the validation seeds overlap the evaluation panel's" in capsys.readouterr().err
 
@@ -211,19 +223,21 @@ def test_bad_settings_are_named():
         BestPolicy().first_epoch(L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False))
 
 
+@pytest.mark.slow
 def test_with_policy_averaging_it_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _fit(
             tmp_path,
-            "--trainer.callbacks+=msgrpo.selection.BestPolicy",
-            "--trainer.callbacks+=msgrpo.averaging.PolicyAveraging",
+            "--trainer.callbacks+=msgrpo.callbacks.selection.BestPolicy",
+            "--trainer.callbacks+=msgrpo.callbacks.averaging.PolicyAveraging",
         )
     assert "BestPolicy and PolicyAveraging both choose" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_listed_twice_it_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        _fit(tmp_path, *["--trainer.callbacks+=msgrpo.selection.BestPolicy"] * 2)
+        _fit(tmp_path, *["--trainer.callbacks+=msgrpo.callbacks.selection.BestPolicy"] * 2)
     assert stop.value.code == 2
     assert "BestPolicy is listed more than once" in capsys.readouterr().err
 

@@ -39,4 +39,6 @@ def test_players_in_lockstep_make_dummy_calls_until_every_rank_is_done(tiny_poli
     assert len(gen.completion_ids) == 1 and calls == [True]
     agent.finish()
     assert calls == [True, False, False, False]
-    assert agent.tokenizer is tiny_policy.tokenizer  # everything else is the policy's own
+    # the rest of the rollout's Agent protocol is the policy's own
+    assert agent.encode == tiny_policy.encode and agent.response_prefix == tiny_policy.response_prefix
+    assert agent.lockstep is True

@@ -1,4 +1,4 @@
-"""Frozen-trunk scoring (``msgrpo.trunk``): the same log-probs and gradients as running every layer."""
+"""Frozen-trunk scoring (``msgrpo.lm.trunk``): the same log-probs and gradients as running every layer."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from test_grad_accumulation import _samples
 
 from msgrpo.batching import minibatches
-from msgrpo.loading import LoraSettings
+from msgrpo.lm.loading import LoraSettings
+from msgrpo.lm.trunk import trunk_boundary
 from msgrpo.loss import MSGRPOLoss
-from msgrpo.trunk import trunk_boundary
 from msgrpo.update import accumulate, approx_kl_of
 
 # a 3-layer tiny model with an adapter on its top layer: layers 0 and 1 are the frozen trunk
@@ -18,7 +18,7 @@ TINY3 = {"num_layers": 3}
 
 def _pair(tiny_policy_factory, **kwargs):
     """The same adapted policy twice (same seed): scoring from the trunk, and running every layer."""
-    from msgrpo.models import TinySettings
+    from msgrpo.lm.models import TinySettings
 
     make = lambda cache: tiny_policy_factory(  # noqa: E731
         max_new_tokens=6, temperature=0.8, tiny=TinySettings(**TINY3), cache_trunk=cache,
@@ -76,18 +76,18 @@ def test_scores_and_gradients_match_running_every_layer(tiny_policy_factory, sha
 def test_states_are_computed_once_per_micro_batch_and_shared_by_its_copies(tiny_policy_factory, monkeypatch):
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    import msgrpo.trunk
+    import msgrpo.lm.trunk
 
     cut, _ = _pair(tiny_policy_factory)
     micro = _batch(cut, budget_rows=100).micro_batches[0]
     calls = []
-    outputs_of = msgrpo.trunk.outputs_of
+    outputs_of = msgrpo.lm.trunk.outputs_of
 
     def counting(*args):
         calls.append(1)
         return outputs_of(*args)
 
-    monkeypatch.setattr(msgrpo.trunk, "outputs_of", counting)
+    monkeypatch.setattr(msgrpo.lm.trunk, "outputs_of", counting)
     copy = move_data_to_device(micro, torch.device("cpu"))  # what Lightning does to every batch
     assert copy is not micro and copy.trunk is micro.trunk
     cut.completion_logprobs(copy)
@@ -98,7 +98,7 @@ def test_states_are_computed_once_per_micro_batch_and_shared_by_its_copies(tiny_
 
 
 def test_it_switches_itself_off_where_it_cannot_hold(tiny_policy_factory):
-    from msgrpo.models import TinySettings
+    from msgrpo.lm.models import TinySettings
 
     full = tiny_policy_factory(tiny=TinySettings(**TINY3))
     assert trunk_boundary(full.model) == (None, "the first decoder layer is trained (full fine-tuning, or adapters "

@@ -63,9 +63,11 @@ def test_accumulate_sums_every_micro_batch_and_its_stats(tiny_policy_factory):
 
 
 def test_update_stats_token_means_by_hand():
-    stats = UpdateStats(tokens=4, kl=2.0, ratio=4.4)
-    assert stats.mean("kl") == 0.5 and stats.mean("ratio") == pytest.approx(1.1)
-    assert UpdateStats().mean("kl") == 0.0  # no token: no division by zero
+    stats = UpdateStats(tokens=4, sums={"loss/kl": 2.0, "loss/ratio_mean": 4.4})
+    assert stats.mean("loss/kl") == 0.5 and stats.mean("loss/ratio_mean") == pytest.approx(1.1)
+    assert UpdateStats().mean("loss/kl") == 0.0  # no token: no division by zero
+    expected = {"loss/total": 0.0, "loss/policy": 0.0, "loss/kl": 0.5, "loss/ratio_mean": pytest.approx(1.1)}
+    assert stats.metrics() == expected
 
 
 def test_update_stats_advantage_mean_counts_real_tokens():

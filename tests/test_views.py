@@ -6,8 +6,10 @@ import pytest
 from fast_fit import FAST_FIT, run_dir
 from PIL import Image
 
-from msgrpo import plot, replay, transcripts
+from msgrpo.observe import transcripts
+from msgrpo.observe.curves import REFERENCES_FILE
 from msgrpo.recipes import snake
+from msgrpo.tools import plot, replay
 
 SNAKE_FIT = [
     "fit", *FAST_FIT, "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=2",
@@ -22,6 +24,7 @@ def snake_run(tmp_path_factory):
     return root, cli
 
 
+@pytest.mark.slow
 def test_transcripts_are_written_and_parse_back(snake_run):
     root, cli = snake_run
     log_dir = root / "version_0"
@@ -39,16 +42,18 @@ def test_transcripts_are_written_and_parse_back(snake_run):
     assert [r["iteration"] for r in train] == [0, 0, 1, 1]  # data.log_episodes (2) per iteration
 
 
+@pytest.mark.slow
 def test_fit_draws_curves_with_the_reference_players(snake_run):
     root, _ = snake_run
     log_dir = root / "version_0"
     assert (log_dir / "curves.png").is_file()
-    references = json.loads((log_dir / plot.REFERENCES_FILE).read_text())
+    references = json.loads((log_dir / REFERENCES_FILE).read_text())
     assert set(references) == {"random", "greedy"} and set(references["random"]) == {"default-8", "long-20"}
     redrawn = plot.main([str(log_dir), "--out", str(root / "again.png")])
     assert Image.open(redrawn).size[0] > 500
 
 
+@pytest.mark.slow
 def test_replay_prints_frames_and_writes_a_gif(snake_run, tmp_path, capsys):
     root, _ = snake_run
     (config,) = list(root.rglob("config.yaml"))
@@ -64,12 +69,14 @@ def test_replay_prints_frames_and_writes_a_gif(snake_run, tmp_path, capsys):
         assert image.n_frames == states
 
 
+@pytest.mark.slow
 def test_replay_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         replay.main(["--recipe", "snake", "--scenario", "moon"])
     assert exit_info.value.code == 2 and "not in the panel" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_metrics_transcripts_and_boards(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -86,6 +93,7 @@ def test_tensorboard_gets_metrics_transcripts_and_boards(tmp_path):
     assert "seed 1000000" in text and "First observation" in text
 
 
+@pytest.mark.slow
 def test_wandb_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is not installed (pip install wandb to run this test)")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -95,6 +103,7 @@ def test_wandb_offline(tmp_path, monkeypatch):
     assert list(tmp_path.rglob("*.wandb"))
 
 
+@pytest.mark.slow
 def test_the_progress_bar_counts_iterations(tmp_path, capsys):
     snake.main(["fit", *[a for a in FAST_FIT if "progress_bar" not in a], *run_dir(tmp_path),
                 "--trainer.max_epochs=3"])  # fmt: skip

@@ -125,7 +125,36 @@ class CreditAssigner(ABC):
         return group_ids.repeat_interleave(torch.tensor(_lengths(rewards), dtype=torch.long))
 
 
-class EpisodeReturn(CreditAssigner):
+class EpisodeAssigner(CreditAssigner):
+    """An assigner whose every step carries its episode's advantage (:meth:`episode_advantages`)."""
+
+    @abstractmethod
+    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
+        """One advantage per episode. ``[E]``."""
+
+    def assign(self, rewards, group_ids, observations=None):
+        adv = self.episode_advantages(rewards, group_ids)  # [E]
+        return [torch.full((r.numel(),), float(a)) for r, a in zip(rewards, adv, strict=True)]
+
+
+class StepRowAssigner(CreditAssigner):
+    """An assigner that normalises one value per step over all step rows of the group (:meth:`step_values`)."""
+
+    @abstractmethod
+    def step_values(self, reward: torch.Tensor) -> torch.Tensor:
+        """The value of every step of one episode (``[T]`` rewards -> ``[T]`` float64)."""
+
+    def assign(self, rewards, group_ids, observations=None):
+        self._check_inputs(rewards, group_ids)
+        lengths = _lengths(rewards)
+        if sum(lengths) == 0:
+            return [torch.zeros(0) for _ in rewards]
+        rows = torch.cat([self.step_values(r) for r in rewards])
+        normed = group_normalize(rows, self._row_groups(rewards, group_ids), self.scale_by_std, self.eps)
+        return _rows_to_episodes(normed, lengths)
+
+
+class EpisodeReturn(EpisodeAssigner):
     """MS-GRPO: every step carries its episode's group-normalised return.
 
     ``A_i = (R_i - mean(R)) / (std(R) + eps)`` over the episodes of a group.
@@ -165,13 +194,13 @@ class EpisodeReturn(CreditAssigner):
         return _episode_level_advantages(rewards, group_ids, self.scale_by_std, self.eps, self.stats_over)
 
     def assign(self, rewards, group_ids, observations=None):
-        adv = self.episode_advantages(rewards, group_ids)  # [E]
         if self.length_neutral:
+            adv = self.episode_advantages(rewards, group_ids)  # [E]
             return length_neutral(adv, torch.tensor(_lengths(rewards)), group_ids)
-        return [torch.full((r.numel(),), float(a)) for r, a in zip(rewards, adv, strict=True)]
+        return super().assign(rewards, group_ids, observations)
 
 
-class StepReward(CreditAssigner):
+class StepReward(StepRowAssigner):
     """Each step carries its own reward, normalised over all step rows of its group.
 
     ``A_{i,t} = (r_{i,t} - mean(r)) / (std(r) + eps)`` where mean and std run over every step of every
@@ -185,17 +214,11 @@ class StepReward(CreditAssigner):
     def __init__(self, scale_by_std: bool = True, eps: float = EPS) -> None:
         super().__init__(scale_by_std, eps)
 
-    def assign(self, rewards, group_ids, observations=None):
-        self._check_inputs(rewards, group_ids)
-        lengths = _lengths(rewards)
-        if sum(lengths) == 0:
-            return [torch.zeros(0) for _ in rewards]
-        rows = torch.cat([r.to(torch.float64).flatten() for r in rewards])
-        normed = group_normalize(rows, self._row_groups(rewards, group_ids), self.scale_by_std, self.eps)
-        return _rows_to_episodes(normed, lengths)
+    def step_values(self, reward: torch.Tensor) -> torch.Tensor:
+        return reward.to(torch.float64).flatten()
 
 
-class DiscountedReturn(CreditAssigner):
+class DiscountedReturn(StepRowAssigner):
     """Each step carries its discounted return-to-go, normalised over all step rows of its group.
 
     ``G_{i,t} = sum_{k>=t} gamma^(k-t) r_{i,k}``; ``A_{i,t} = (G_{i,t} - mean(G)) / (std(G) + eps)``
@@ -212,14 +235,8 @@ class DiscountedReturn(CreditAssigner):
         _check_gamma(type(self).__name__, gamma)
         self.gamma = float(gamma)
 
-    def assign(self, rewards, group_ids, observations=None):
-        self._check_inputs(rewards, group_ids)
-        lengths = _lengths(rewards)
-        if sum(lengths) == 0:
-            return [torch.zeros(0) for _ in rewards]
-        rows = torch.cat([discounted_returns(r, self.gamma) for r in rewards])
-        normed = group_normalize(rows, self._row_groups(rewards, group_ids), self.scale_by_std, self.eps)
-        return _rows_to_episodes(normed, lengths)
+    def step_values(self, reward: torch.Tensor) -> torch.Tensor:
+        return discounted_returns(reward, self.gamma)
 
 
 class TerminalOnly(EpisodeReturn):
@@ -246,7 +263,7 @@ class TerminalOnly(EpisodeReturn):
         return out
 
 
-class AnchorState(CreditAssigner):
+class AnchorState(EpisodeReturn):
     """GiGPO-style credit: episode advantage plus a step advantage among identical states.
 
     ``A_{i,t} = A_i + weight * S_{i,t}``. ``A_i`` is the group-normalised episode return (as in
@@ -272,19 +289,13 @@ class AnchorState(CreditAssigner):
         stats_over: Literal["episodes", "steps"] = "episodes",
         eps: float = EPS,
     ) -> None:
-        super().__init__(scale_by_std, eps)
+        super().__init__(scale_by_std, stats_over, eps)
         name = type(self).__name__
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             raise ConfigError(f"{name}: weight must be a finite number >= 0", setting="weight", value=weight)
         _check_gamma(name, gamma)
-        _check_stats_over(name, stats_over)
         self.weight = float(weight)
         self.gamma = float(gamma)
-        self.stats_over = stats_over
-
-    def episode_advantages(self, rewards: list[torch.Tensor], group_ids: torch.Tensor) -> torch.Tensor:
-        self._check_inputs(rewards, group_ids)
-        return _episode_level_advantages(rewards, group_ids, self.scale_by_std, self.eps, self.stats_over)
 
     def step_advantages(
         self, rewards: list[torch.Tensor], group_ids: torch.Tensor, observations: list[list[str]]
@@ -326,7 +337,7 @@ class AnchorState(CreditAssigner):
                 raise ValueError(f"{name}: episode {e} has {r.numel()} rewards but {len(obs)} observations")
 
 
-class LeaveOneOut(CreditAssigner):
+class LeaveOneOut(EpisodeAssigner):
     """RLOO baseline: each episode's return against the mean return of the other episodes of its group.
 
     ``A_i = R_i - mean_{j != i} R_j`` (equal to ``n / (n - 1) * (R_i - mean(R))`` for a group of ``n``);
@@ -356,7 +367,3 @@ class LeaveOneOut(CreditAssigner):
                 adv = adv / (v.std(unbiased=False) + self.eps)
             out[mask] = adv
         return out.to(torch.float32)
-
-    def assign(self, rewards, group_ids, observations=None):
-        adv = self.episode_advantages(rewards, group_ids)  # [E]
-        return [torch.full((r.numel(),), float(a)) for r, a in zip(rewards, adv, strict=True)]

@@ -8,6 +8,14 @@ import pytest
 from dist_helpers import SGD, run_worker
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test here runs several processes: all of them are ``slow`` (left out of the fast lane)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="package")
 def ddp_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     """A 2-process ``ddp`` fit on the CPU (gloo), shared by the tests that compare against it."""

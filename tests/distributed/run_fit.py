@@ -102,7 +102,7 @@ def main() -> None:
     if rank == 0:
         torch.save(params, out_dir / "params.pt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    from msgrpo.selection import BestPolicy
+    from msgrpo.callbacks.selection import BestPolicy
 
     selectors = [c for c in trainer.callbacks if isinstance(c, BestPolicy)]
     selection = {"best_epoch": selectors[0].best_epoch, "scores": selectors[0].scores} if selectors else None
@@ -116,7 +116,7 @@ def main() -> None:
         "generate_forwards": COUNTS["generate"],
         "train_forwards": COUNTS["train"],
         "train_backwards": COUNTS["backward"],
-        "fixed_generation_steps": cli.model.fixed_generation_steps,
+        "fixed_generation_steps": cli.model.policy.lockstep,
         "metrics": metrics,
         "eval": cli.model.eval_results,
         "selection": selection,

@@ -72,6 +72,7 @@ def test_ddp_bf16_mixed_lora(tmp_path):
     _check_ranks(reports)
 
 
+@pytest.mark.slow
 def test_single_gpu_bf16_true_with_gradient_checkpointing(tmp_path):
     cli = frozen_lake.main(
         [

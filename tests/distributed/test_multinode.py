@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from dist_helpers import TIMEOUT_S, WORKER, clean_env, fast_args, free_port, read_ranks
 
 
+@pytest.mark.slow
 def test_two_nodes_via_torchrun_end_identical(tmp_path):
     port = free_port()
     out = tmp_path / "out"

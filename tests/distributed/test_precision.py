@@ -36,6 +36,7 @@ def _changed(cli, initial) -> bool:
     return any(not torch.equal(now[k].detach().float(), p) for k, p in initial.items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, dtype", [("bf16-mixed", torch.float32), ("bf16-true", torch.bfloat16)])
 def test_bf16_precision_fit(tmp_path, precision, dtype, initial):
     cli = _fit(tmp_path, f"--trainer.precision={precision}", "--model.max_grad_norm=0.5")
@@ -45,6 +46,7 @@ def test_bf16_precision_fit(tmp_path, precision, dtype, initial):
     assert _changed(cli, initial)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True])
 def test_gradient_checkpointing_fit(tmp_path, lora, initial):
     extra = ["--model.policy.init_args.gradient_checkpointing=true"]

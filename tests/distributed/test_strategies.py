@@ -38,6 +38,7 @@ def test_ddp_ranks_end_identical_with_reduced_rollout_metrics(ddp_run):
     assert r0["train_backwards"] == r1["train_backwards"] > 0
 
 
+@pytest.mark.slow
 def test_ddp_evaluation_panel_split_matches_one_process(ddp_run, tmp_path):
     root, (r0, r1) = ddp_run
     assert r0["eval"] == r1["eval"] and r0["eval"]["train"]["episodes"] == 5.0
@@ -51,6 +52,7 @@ def test_ddp_evaluation_panel_split_matches_one_process(ddp_run, tmp_path):
     assert json.loads((tmp_path / "e.json").read_text())["scenarios"] == r0["eval"]
 
 
+@pytest.mark.slow
 def test_fsdp2_generation_and_update_while_sharded(ddp_unshared_run, tmp_path):
     r0, r1 = run_worker(tmp_path, *FSDP2, *SGD)
     assert r0["strategy"] == "ModelParallelStrategy"
@@ -115,7 +117,7 @@ def test_ddp_best_policy_every_rank_validates_alike_and_ends_with_the_chosen_pol
     # BestPolicy's score is the gathered panel mean: both ranks score, choose and copy alike. A checkpoint
     # per iteration holds each candidate (the live weights at that iteration's end), and the weights both
     # ranks end with are those of the iteration chosen
-    select = ["--trainer.callbacks+=msgrpo.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=1"]
+    select = ["--trainer.callbacks+=msgrpo.callbacks.selection.BestPolicy", "--trainer.callbacks.every_n_epochs=1"]
     select += ["--trainer.callbacks.start=0.0", "--trainer.callbacks.episodes=4"]
     epochs = ["--trainer.max_epochs=4", "--trainer.check_val_every_n_epoch=4"]
     every = ["--trainer.callbacks.save_top_k=-1"]  # (the recipe's ModelCheckpoint, listed before BestPolicy)

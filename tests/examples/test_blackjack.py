@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from fast_fit import FAST_FIT, run_dir
 from gymnasium.utils.env_checker import check_env
 
@@ -10,6 +11,7 @@ from msgrpo.recipes import frozen_lake
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+@pytest.mark.slow
 def test_blackjack_game_renders_and_trains(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     from blackjack import Blackjack

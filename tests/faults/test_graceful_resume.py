@@ -31,6 +31,7 @@ def _lr(cli) -> float:
     return cli.model.optimizers().param_groups[0]["lr"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cadence", list(CADENCE))
 def test_sigterm_stop_and_resume_is_the_straight_run(tmp_path, cadence):
     straight = _fit(tmp_path / "straight", 4, *CADENCE[cadence])

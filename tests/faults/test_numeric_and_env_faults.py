@@ -40,6 +40,7 @@ def _fit(policy, loss, tmp_path, epochs, max_bad=10):
     return module, data, trainer
 
 
+@pytest.mark.slow
 def test_nan_update_is_skipped_and_weights_untouched(tiny_policy_factory, tmp_path):
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
     before = [p.detach().clone() for p in policy.parameters()]
@@ -55,6 +56,7 @@ def test_nan_update_is_skipped_and_weights_untouched(tiny_policy_factory, tmp_pa
     assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
 
 
+@pytest.mark.slow
 def test_counters_count_each_iterations_events(tiny_policy_factory, tmp_path):
     # NaN on the first update of iterations 0 and 2 (one micro-batch an update): loss/skipped_updates logs each
     # iteration's own count, like its siblings (no_signal_updates, kl_stopped, rollbacks), not a running total
@@ -66,6 +68,7 @@ def test_counters_count_each_iterations_events(tiny_policy_factory, tmp_path):
     assert module.guard.skipped == 2  # the run's total
 
 
+@pytest.mark.slow
 def test_consecutive_bad_updates_stop_with_checkpoint(tiny_policy_factory, tmp_path):
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
     module, data, trainer = _fit(policy, NaNLoss(bad=range(1, 100)), tmp_path, epochs=10, max_bad=3)
@@ -96,6 +99,7 @@ class BrokenLake(FrozenLake):
         raise RuntimeError("the lake is closed")
 
 
+@pytest.mark.slow
 def test_every_reset_failing_is_a_logged_no_op_iteration(tiny_policy_factory, tmp_path):
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
     before = [p.detach().clone() for p in policy.parameters()]

@@ -55,6 +55,7 @@ def _epochs_logged(root):
     return epochs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_resumable_checkpoint(tmp_path, signum):
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -77,6 +78,7 @@ def test_signal_saves_resumable_checkpoint(tmp_path, signum):
     assert _epochs_logged(tmp_path) == set(range(stopped + 3))
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_the_current_iteration(tmp_path):
     last = tmp_path / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(_cmd(tmp_path, 500), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,6 +96,7 @@ def test_kill_9_loses_at_most_the_current_iteration(tmp_path):
     assert not [p for p in last.parent.iterdir() if p.suffix != ".ckpt"]  # the resumed run removed them
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path):
     def run(root):
         cli = frozen_lake.main([

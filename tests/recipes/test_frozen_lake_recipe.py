@@ -7,7 +7,7 @@ import pytest
 import torch
 from fast_fit import QUIET, SMALL_ROLLOUT, run_dir
 
-from msgrpo.models import TinySettings
+from msgrpo.lm.models import TinySettings
 from msgrpo.policy import LanguagePolicy
 from msgrpo.recipes import frozen_lake
 
@@ -30,6 +30,7 @@ def _fast(tmp_path):
     return FAST + run_dir(tmp_path)
 
 
+@pytest.mark.slow
 def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
     cli = frozen_lake.main(["fit", *_fast(tmp_path), "--trainer.check_val_every_n_epoch=2"])
     settings = cli.config.fit.model.policy.init_args
@@ -48,6 +49,7 @@ def test_fit_changes_parameters_and_logs_metrics(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() or list(tmp_path.rglob("last.ckpt"))
 
 
+@pytest.mark.slow
 def test_summary_line_averages_the_first_and_last_iterations(tmp_path, capsys):
     cli = frozen_lake.main(["fit", *_fast(tmp_path), "--trainer.max_epochs=4"])
     history = cli.model.history
@@ -62,6 +64,7 @@ def test_summary_line_averages_the_first_and_last_iterations(tmp_path, capsys):
     assert expected in line
 
 
+@pytest.mark.slow
 def test_lr_scheduler_steps_once_per_iteration(tmp_path):
     cli = frozen_lake.main(
         [
@@ -79,6 +82,7 @@ def test_lr_scheduler_steps_once_per_iteration(tmp_path):
     assert cli.model.optimizers().param_groups[0]["lr"] == pytest.approx(lr / 8)
 
 
+@pytest.mark.slow
 def test_target_kl_stops_the_iterations_remaining_updates(tmp_path):
     args = ["fit", *_fast(tmp_path), "--trainer.max_epochs=1", "--data.num_minibatches=3"]
     args += ["--data.sampler.init_args.num_episodes=4", "--model.optimizer.init_args.lr=0.1"]  # a big first step
@@ -93,6 +97,7 @@ def test_target_kl_stops_the_iterations_remaining_updates(tmp_path):
         frozen_lake.main([*args, "--model.target_kl=0"])
 
 
+@pytest.mark.slow
 def test_components_swap_by_short_name_and_test_writes_json(tmp_path):
     cli = frozen_lake.main(
         [
@@ -111,6 +116,7 @@ def test_components_swap_by_short_name_and_test_writes_json(tmp_path):
     assert 0.0 <= result["scenarios"]["train"]["success_rate"] <= 1.0
 
 
+@pytest.mark.slow
 def test_print_config_shows_class_paths(capsys):
     with pytest.raises(SystemExit) as exit_info:
         frozen_lake.main(["fit", "--print_config"])
@@ -120,6 +126,7 @@ def test_print_config_shows_class_paths(capsys):
     assert "reload_dataloaders_every_n_epochs: 1" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -139,6 +146,7 @@ def test_user_errors_are_short(args, needle, capsys):
     assert len(err.strip().splitlines()) <= 25
 
 
+@pytest.mark.slow
 def test_malformed_yaml(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  group_size: [1\n")
@@ -149,6 +157,7 @@ def test_malformed_yaml(tmp_path, capsys):
     assert "malformed YAML in" in err and "bad.yaml" in err and "(line 3, column 1)" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_every_shipped_yaml_loads(capsys):
     import yaml
 

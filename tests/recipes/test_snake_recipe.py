@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from fast_fit import SMALL_ROLLOUT
 
@@ -16,6 +17,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_main_command_shows_progress_and_a_summary(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
@@ -52,7 +54,8 @@ def test_main_command_shows_progress_and_a_summary(tmp_path):
     assert config["data"]["credit_assigner"]["init_args"]["length_neutral"] is True
     assert config["data"]["train_scenarios"] == ["train", "poison", "two-opponents"]
     # the best-validating policy ends the run (validated after the last iteration here, of 2)
-    (select,) = [c for c in config["trainer"]["callbacks"] if c["class_path"] == "msgrpo.selection.BestPolicy"]
+    callbacks = config["trainer"]["callbacks"]
+    (select,) = [c for c in callbacks if c["class_path"] == "msgrpo.callbacks.selection.BestPolicy"]
     assert select["init_args"] == {
         "every_n_epochs": 10,
         "start": 0.0,

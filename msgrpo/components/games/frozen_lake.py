@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import MAPS, FrozenLakeEnv, generate_random_map
 
 from msgrpo.errors import require
-from msgrpo.game import TextGame, grid_to_text
+from msgrpo.game import ReferencePolicy, TextGame, grid_to_text
 
 ACTIONS = ["left", "down", "right", "up"]
 RULES = (
@@ -142,13 +142,11 @@ class FrozenLake(TextGame):
 
     def reference_policies(self) -> dict:
         """A random player and the optimal one (exact value iteration on the map's MDP)."""
-        from msgrpo.reference import FrozenLakeOptimal
-
         return {**super().reference_policies(), "optimal": FrozenLakeOptimal()}
 
     def frame(self, env: gym.Env):
         """The map: ice, holes, the goal and the player."""
-        from msgrpo.frames import grid_image
+        from msgrpo.observe.frames import grid_image
 
         lake: RandomMapFrozenLake = env.unwrapped  # type: ignore[assignment]
         cells = [[c.decode() for c in row] for row in lake.desc]
@@ -174,3 +172,132 @@ class FrozenLake(TextGame):
             "slippery-6x6": self.with_settings(size=6, frozen_prob=0.9, slippery=True, max_steps=80, **random_map),
             "slippery-8x8": self.with_settings(size=8, frozen_prob=0.9, slippery=True, max_steps=100, **random_map),
         }
+
+
+_TIE_TOL = 1e-12
+
+
+# ----- Frozen Lake: finite-horizon value iteration ---------------------------------------------------------
+def frozen_lake_q_values(lake: Any, horizon: int) -> np.ndarray:
+    """Goal-reaching probabilities of a Frozen Lake MDP by finite-horizon value iteration.
+
+    Uses the exact transition table ``lake.P`` (gymnasium's ``FrozenLakeEnv``; slippery moves included):
+    ``P[s][a]`` is a list of ``(prob, next_state, reward, terminated)``. The value counted is the
+    probability of entering a goal cell (``b"G"`` in ``lake.desc``), whatever the env's reward schedule.
+
+    Args:
+        lake: A gymnasium ``FrozenLakeEnv`` (anything with ``P`` and ``desc``).
+        horizon: The largest step budget to solve for (>= 0).
+
+    Returns:
+        ``Q`` of shape ``[horizon + 1, S, A]``: ``Q[k, s, a]`` is the probability of reaching the goal within
+        ``k`` steps when playing ``a`` in state ``s`` and optimally afterwards (``Q[0] = 0``). Terminal states
+        (holes, goal) have value 0: the episode is over. ``V_k = Q[k].max(-1)``.
+    """
+    if horizon < 0:
+        raise ValueError(f"horizon must be >= 0, got {horizon}")
+    cells = np.asarray(lake.desc).reshape(-1)
+    goal = (cells == b"G").astype(np.float64)
+    absorbing = (cells == b"G") | (cells == b"H")  # the episode has already ended in these states
+    num_states = cells.size
+    num_actions = len(lake.P[0])
+    # trans[s, a, s']: probability of moving to a non-terminal s'; hit[s, a]: probability of entering a goal.
+    trans = np.zeros((num_states, num_actions, num_states))
+    hit = np.zeros((num_states, num_actions))
+    for s in np.flatnonzero(~absorbing):
+        for a in range(num_actions):
+            for prob, nxt, _reward, terminated in lake.P[s][a]:
+                if terminated:
+                    hit[s, a] += prob * goal[nxt]
+                else:
+                    trans[s, a, nxt] += prob
+    q = np.zeros((horizon + 1, num_states, num_actions))
+    value = np.zeros(num_states)
+    for k in range(1, horizon + 1):
+        q[k] = hit + trans @ value
+        value = q[k].max(axis=-1)
+    return q
+
+
+def best_action(q: np.ndarray, budget: int | None = None) -> int:
+    """Argmax with deterministic tie-breaking.
+
+    Args:
+        q: Either one row ``[A]`` of action values, or a state's values at every budget ``[K, A]``
+            (``q[k]`` = values with ``k`` steps left, as :func:`frozen_lake_q_values` gives for one state).
+        budget: With a ``[K, A]`` table, the steps left (default ``K - 1``).
+
+    Returns:
+        The action maximising ``q[budget]``; ties (within 1e-12) go to the action that is best with one step
+        less, then two steps less... (so with a generous budget the goal is reached as early as possible),
+        then to the lowest action index.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    if q.ndim == 1:
+        q = q[None]
+    budget = q.shape[0] - 1 if budget is None else int(budget)
+    candidates = np.arange(q.shape[1])
+    if not 0 <= budget < q.shape[0]:
+        raise ValueError(f"budget {budget} outside the table's 0..{q.shape[0] - 1}")
+    candidates = np.arange(q.shape[1])
+    for k in range(budget, -1, -1):
+        row = q[k, candidates]
+        candidates = candidates[row >= row.max() - _TIE_TOL]
+        if len(candidates) == 1:
+            break
+    return int(candidates[0])
+
+
+def _frozen_lake_env(env: gym.Env) -> Any:
+    base = env.unwrapped
+    if getattr(base, "lake", None) is None or not hasattr(base, "max_steps"):
+        raise TypeError(
+            f"expected a reset RandomMapFrozenLake env (with .lake and .max_steps), got {type(base).__name__}"
+        )
+    return base
+
+
+def optimal_success_probability(env: gym.Env) -> float:
+    """The exact optimal probability of reaching the goal from the env's current state and step budget.
+
+    Called right after ``reset`` this is the episode's optimal success probability from its start state
+    (the value at step 0 with the full budget ``max_steps``).
+
+    Args:
+        env: A reset :class:`~msgrpo.components.games.frozen_lake.RandomMapFrozenLake`.
+    """
+    base = _frozen_lake_env(env)
+    left = max(int(base.max_steps) - int(base.steps), 0)
+    q = frozen_lake_q_values(base.lake, left)
+    return float(q[left, int(base.lake.s)].max())
+
+
+class FrozenLakeOptimal(ReferencePolicy):
+    """The optimal Frozen Lake policy for the current map and the remaining step budget.
+
+    Solves the map's MDP (exact ``lake.P`` table, slippery included) by finite-horizon value iteration once
+    per map, then plays ``argmax_a Q[max_steps - steps, s, a]``; ties go to the action that reaches the goal
+    sooner (best with fewer steps left), then to the lowest action index (see :func:`best_action`). Its
+    expected success rate is :func:`optimal_success_probability` at the start: no policy does better.
+    """
+
+    name = "optimal"
+
+    def __init__(self) -> None:
+        self._lake: Any = None  # the map the cached table belongs to (kept alive so identity is safe)
+        self._q: np.ndarray | None = None
+
+    def _table(self, env: gym.Env) -> tuple[Any, np.ndarray]:
+        base = _frozen_lake_env(env)
+        if self._q is None or self._lake is not base.lake or self._q.shape[0] <= base.max_steps:
+            self._lake = base.lake
+            self._q = frozen_lake_q_values(base.lake, int(base.max_steps))
+        return base, self._q
+
+    def reset(self, game: TextGame, env: gym.Env) -> None:
+        self._table(env)
+
+    def act(self, game: TextGame, env: gym.Env) -> int:
+        base, q = self._table(env)
+        left = min(max(int(base.max_steps) - int(base.steps), 0), q.shape[0] - 1)
+        return best_action(q[:, int(base.lake.s)], left)

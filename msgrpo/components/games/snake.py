@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from msgrpo.errors import require
-from msgrpo.game import TextGame, grid_to_text
+from msgrpo.game import ReferencePolicy, TextGame, grid_to_text
 
 ACTIONS = ["up", "down", "left", "right"]
 MOVES = [(0, 1), (0, -1), (-1, 0), (1, 0)]
@@ -66,7 +66,7 @@ class SnakeEnv(gym.Env):
             observation, what is on the four cells next to your head (``Next to your head: up free, down
             wall, left your body, right apple.``, words from :data:`NEIGHBOUR_WORDS`). The same facts as
             the grid, read out where the answer is given: a model trained from scratch learns to avoid
-            walls and bodies much sooner from it (``benchmarks/README.md``). Off by default: the
+            walls and bodies much sooner from it. Off by default: the
             observation of the paper's Snake.
         observation: Text only. ``"full"`` (the paper's: board size and coordinates, round, apples,
             every snake's head and body, a legend and the grid) or ``"compact"`` for small models: the
@@ -469,13 +469,11 @@ class Snake(TextGame):
 
     def reference_policies(self) -> dict:
         """A random player and the scripted greedy one (shortest safe path to the nearest apple)."""
-        from msgrpo.reference import SnakeGreedy
-
         return {**super().reference_policies(), "greedy": SnakeGreedy()}
 
     def frame(self, env: gym.Env):
         """The board: apples, poison, your snake (green) and the opponents (blue; heads darker)."""
-        from msgrpo.frames import grid_image
+        from msgrpo.observe.frames import grid_image
 
         game: SnakeEnv = env.unwrapped  # type: ignore[assignment]
         cells = _cells(game, opponent_head=lambda i: "O")
@@ -501,3 +499,12 @@ class Snake(TextGame):
             "poison": self.with_settings(**{**base, "poison_apples": 2}, max_rounds=8),
             "two-opponents": self.with_settings(**{**base, "num_opponents": 2}, max_rounds=8),
         }
+
+
+class SnakeGreedy(ReferencePolicy):
+    """Snake's scripted greedy player for the learner (safe first step towards the nearest apple)."""
+
+    name = "greedy"
+
+    def act(self, game: TextGame, env: gym.Env) -> int:
+        return int(greedy_action(env, 0))

@@ -7,7 +7,7 @@ from gymnasium.utils.env_checker import check_env
 from msgrpo.components.games import GymnasiumGame
 from msgrpo.components.games.gymnasium_game import strip_ansi
 from msgrpo.errors import ConfigError
-from msgrpo.recipes import snake
+from msgrpo.recipes import frozen_lake
 
 
 def test_escape_codes_are_stripped():
@@ -43,8 +43,9 @@ def test_bad_settings_are_one_line_errors():
         GymnasiumGame("NoSuchEnv-v0", ["a"])
 
 
+@pytest.mark.slow
 def test_cliff_walking_trains_through_the_stock_recipe_with_no_code(tmp_path):
-    cli = snake.main(
+    cli = frozen_lake.main(
         [
             "fit", *FAST_FIT, *run_dir(tmp_path), "--trainer.max_epochs=2",
             "--data.game=GymnasiumGame",

@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from msgrpo.averaging import PolicyAveraging, at_iteration_end, trainable_parameters, window_start
+from msgrpo.callbacks.averaging import PolicyAveraging, at_iteration_end, trainable_parameters, window_start
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 
@@ -43,7 +43,7 @@ class BestPolicy(L.Callback):
     Args:
         every_n_epochs: Validate after every this many iterations (and after the last one).
         start: The first validated iteration as a fraction of ``trainer.max_epochs`` in ``[0, 1)``
-            (:func:`~msgrpo.averaging.window_start`): with ``0.5`` of 200 iterations, the policies after
+            (:func:`~msgrpo.callbacks.averaging.window_start`): with ``0.5`` of 200 iterations, the policies after
             iterations 100, 110, ..., 200 compete (1-based). Default 0: from the first iteration on, so
             the selection never misses a better policy that came early in the run.
         episodes: Validation episodes per scenario (greedy or sampled as the module evaluates).
@@ -108,6 +108,7 @@ class BestPolicy(L.Callback):
             with torch.no_grad():
                 for name, param in trainable_parameters(pl_module).items():
                     param.copy_(self.best[name])  # (from a checkpoint: CPU tensors)
+            pl_module.policy.weights_changed()
             if trainer.is_global_zero:
                 print(
                     f"msgrpo: BestPolicy: the policy after iteration {self.best_epoch + 1} scored best on the "

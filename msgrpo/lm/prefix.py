@@ -1,7 +1,7 @@
 """Shared-prefix KV machinery, written once for the rollout and the update.
 
 Prompts of one batch share a long prefix (the system message and the fixed start of a game's user
-message). Both :func:`msgrpo.decoding.generate` and :func:`msgrpo.decoding.completion_logits` run that
+message). Both :func:`msgrpo.lm.decoding.generate` and :func:`msgrpo.lm.decoding.completion_logits` run that
 prefix once, as one row, and broadcast its KV cache to every row, which then runs only the rest of its
 sequence. In the update the broadcast keeps the gradient: the prefix's gradient is gathered from every row.
 """

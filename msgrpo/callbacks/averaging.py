@@ -52,7 +52,7 @@ def window_start(trainer: L.Trainer, start: float, owner: str) -> int:
     counts: the first after which at least ``start`` of the run's iterations are done,
     ``ceil(start * max_epochs) - 1`` (at least 0). With ``start = 0.5`` of 200 iterations: the policy after
     iteration 100 (1-based). The one convention of :class:`PolicyAveraging` and
-    :class:`~msgrpo.selection.BestPolicy`."""
+    :class:`~msgrpo.callbacks.selection.BestPolicy`."""
     return max(math.ceil(start * require_max_epochs(trainer, owner)) - 1, 0)
 
 
@@ -61,6 +61,13 @@ def at_iteration_end(trainer: L.Trainer) -> bool:
     there sees the iteration's final weights; one inside it (``val_check_interval < 1``) a half-updated
     policy, which weight-choosing callbacks must not count."""
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def _changed(pl_module: L.LightningModule) -> None:
+    """Tell the policy's engine that its weights changed (:meth:`~msgrpo.policy.LanguagePolicy.weights_changed`)."""
+    policy = getattr(pl_module, "policy", None)
+    if policy is not None and hasattr(policy, "weights_changed"):
+        policy.weights_changed()
 
 
 class PolicyAveraging(L.Callback):
@@ -115,6 +122,7 @@ class PolicyAveraging(L.Callback):
                 param.copy_(self.average[name].to(param.dtype))
                 self.average[name] = live
         self._swapped = not getattr(self, "_swapped", False)
+        _changed(pl_module)
 
     # ----- hooks ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -141,6 +149,7 @@ class PolicyAveraging(L.Callback):
             with torch.no_grad():
                 for name, param in trainable_parameters(pl_module).items():
                     param.copy_(self.average[name].to(param.dtype))
+            _changed(pl_module)
 
     # ----- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -2,15 +2,15 @@
 
 Usage::
 
-    python -m msgrpo.baselines frozen_lake --policy optimal [--episodes 50] [--scenarios a,b] [--seed N]
-    python -m msgrpo.baselines snake --policy greedy
-    python -m msgrpo.baselines snake --policy random
+    python -m msgrpo.tools.baselines frozen_lake --policy optimal [--episodes 50] [--scenarios a,b] [--seed N]
+    python -m msgrpo.tools.baselines snake --policy greedy
+    python -m msgrpo.tools.baselines snake --policy random
 
 Plays the panel of the game's default settings (:func:`msgrpo.evaluation.build_panel`, the same seeds an LM
 evaluation uses), prints the results table and, as the last line, one JSON object::
 
     {"policy": ..., "game": ..., "scenarios": {name: {"success_rate", "return_mean", "return_stderr",
-                                                        "episode_len"}}}
+                                                        "invalid_action_rate", "episode_len"}}}
 
 Progress goes to stderr, one line per scenario. Exit code 2 (one-line message) for a bad game, policy,
 policy/game combination, scenario name or episode count.
@@ -25,9 +25,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from msgrpo.evaluation import PANEL_SEED, build_panel, format_table, summarize
+from msgrpo.evaluation import PANEL_SEED, REPORTED, build_panel, format_table, summarize
 from msgrpo.game import TextGame
-from msgrpo.reference import ReferencePolicy, play_reference
+from msgrpo.players import ReferencePolicy, play_reference
 
 
 def _frozen_lake() -> TextGame:
@@ -66,12 +66,11 @@ def policies(game_name: str) -> dict[str, ReferencePolicy]:
     return make_game(game_name).reference_policies()
 
 
-REPORTED = ("success_rate", "return_mean", "return_stderr", "episode_len")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m msgrpo.baselines",
+        prog="python -m msgrpo.tools.baselines",
         description="Play a reference policy (no language model) on a game's evaluation panel.",
     )
     parser.add_argument("game", help=f"one of {', '.join(GAMES)}, or a TextGame class path (my_module.MyGame)")

@@ -1,6 +1,6 @@
 """Multi-seed reports: run a recipe over k seeds, aggregate evaluation curves, write CSV/JSON and plots.
 
-    python -m msgrpo.report --recipe frozen_lake --seeds 0 1 2 --out reports/frozen_lake -- \\
+    python -m msgrpo.tools.report --recipe frozen_lake --seeds 0 1 2 --out reports/frozen_lake -- \\
         --trainer.max_epochs=60 --trainer.check_val_every_n_epoch=10
 
 Each seed runs sequentially in this process (on a cluster, launch one job per seed with any launcher and
@@ -20,8 +20,9 @@ import json
 import math
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
+
+from msgrpo.observe.curves import read_metrics
 
 # Two-sided 95% Student t critical values by degrees of freedom (1..30); 1.96 beyond.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -45,23 +46,6 @@ def mean_ci(values: list[float]) -> dict[str, float]:
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     half = t975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
     return {"mean": mean, "std": std, "ci95": half, "n": float(n)}
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, dict[int, float]]:
-    """``metric -> {iteration: value}`` from a run's Lightning ``metrics.csv`` (last value per iteration)."""
-    files = sorted(Path(run_dir).rglob("metrics.csv"))
-    if not files:
-        raise FileNotFoundError(f"no metrics.csv under {run_dir}")
-    out: dict[str, dict[int, float]] = defaultdict(dict)
-    with open(files[-1], newline="") as f:
-        for row in csv.DictReader(f):
-            epoch = row.get("epoch")
-            if epoch in (None, ""):
-                continue
-            for key, value in row.items():
-                if key not in ("epoch", "step") and value not in (None, ""):
-                    out[key][int(float(epoch))] = float(value)
-    return dict(out)
 
 
 def auc(curve: dict[int, float]) -> float:
@@ -108,7 +92,7 @@ def aggregate(runs: dict[str, dict[str, dict[int, float]]], prefix: str = "eval/
 def reference_results(game, episodes: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """Reference policies on the game's panel: ``policy -> scenario -> summary``."""
     from msgrpo.evaluation import build_panel, summarize
-    from msgrpo.reference import play_reference
+    from msgrpo.players import play_reference
 
     panel = build_panel(game, episodes=episodes or 50)
     return {
@@ -171,7 +155,7 @@ def plot_report(summary: dict, out: Path, references: dict | None, title: str) -
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("msgrpo.report: matplotlib not installed (pip install 'msgrpo[plot]'): no plots", file=sys.stderr)
+        print("msgrpo.tools.report: matplotlib not installed (pip install 'msgrpo[plot]'): no plots", file=sys.stderr)
         return []
     metrics = [m for m in summary["curves"] if m.endswith("/success_rate")] or list(summary["curves"])
     files = []
@@ -247,7 +231,7 @@ def run_seeds(recipe: str, seeds: list[int], out: Path, extra: list[str]) -> tup
             "--trainer.enable_progress_bar=false",
             *extra,
         ]
-        print(f"msgrpo.report: {recipe} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
+        print(f"msgrpo.tools.report: {recipe} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         cli = module.main(args)
         if cli.model.history and not _validated_last(cli):
@@ -276,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "--" in argv:
         extra = argv[argv.index("--") + 1 :]
         argv = argv[: argv.index("--")]
-    parser = argparse.ArgumentParser(prog="python -m msgrpo.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake", help="recipe module under msgrpo.recipes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

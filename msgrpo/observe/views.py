@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from msgrpo import transcripts
 from msgrpo.game import TextGame
+from msgrpo.observe import transcripts
 from msgrpo.types import Episode
 
 

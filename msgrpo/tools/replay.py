@@ -2,15 +2,15 @@
 
 Usage::
 
-    python -m msgrpo.replay --ckpt_path runs/snake/checkpoints/last.ckpt --scenario default-8
-    python -m msgrpo.replay --ckpt_path CKPT --config runs/snake/version_0/config.yaml --gif snake.gif
-    python -m msgrpo.replay --recipe frozen_lake --scenario nonslip-4x4 --episodes 3    # the untrained policy
+    python -m msgrpo.tools.replay --ckpt_path runs/snake/checkpoints/last.ckpt --scenario default-8
+    python -m msgrpo.tools.replay --ckpt_path CKPT --config runs/snake/version_0/config.yaml --gif snake.gif
+    python -m msgrpo.tools.replay --recipe frozen_lake --scenario nonslip-4x4 --episodes 3    # the untrained policy
 
 Every frame shows the board as text (the observation the agent saw), the model's completion, the action
 it names and the reward. ``--gif`` draws the boards with the game's :meth:`~msgrpo.game.TextGame.frame`
 (Snake and Frozen Lake draw their grids; any other game gets its text drawn) into an animation: Pillow
 comes with the ``plot`` extra. Arguments this module does not know go to the recipe's CLI (overlays,
-``--model.policy.init_args...``), as for ``python -m msgrpo.export``.
+``--model.policy.init_args...``), as for ``python -m msgrpo.tools.export``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import torch
 
 from msgrpo.errors import ConfigError
 from msgrpo.evaluation import Scenario
-from msgrpo.export import build_run, load_checkpoint
+from msgrpo.tools.export import build_run, load_checkpoint
 from msgrpo.types import Episode
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m msgrpo.replay", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.replay", description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt_path", default=None, help="checkpoint to load (default: the untrained policy)")
     parser.add_argument("--config", action="append", default=[], help="the run's config.yaml or overlays")
     parser.add_argument("--recipe", default=None, help="recipe whose packaged config to start from (snake, ...)")
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> list[Episode]:
             print(frame, flush=True)
             time.sleep(delay)
     if args.gif:
-        from msgrpo.frames import annotate, save_gif
+        from msgrpo.observe.frames import annotate, save_gif
 
         images = []
         for i, episode in enumerate(played):
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> list[Episode]:
                 )
                 images.append(annotate(picture, caption))
         path = save_gif(images, args.gif)
-        print(f"msgrpo.replay: {len(images)} frames written to {path}", flush=True)
+        print(f"msgrpo.tools.replay: {len(images)} frames written to {path}", flush=True)
     return played
 
 

@@ -9,7 +9,7 @@ per episode::
      "success": false, "outcome": "terminated", "length": 3, "error": null,
      "steps": [{"observation": "...", "completion": "up", "action": "up", "valid": true, "reward": 0.0}, ...]}
 
-Files grow by a few kilobytes per episode; ``python -m msgrpo.replay`` shows a checkpoint's play frame by
+Files grow by a few kilobytes per episode; ``python -m msgrpo.tools.replay`` shows a checkpoint's play frame by
 frame instead.
 """
 

@@ -1,8 +1,8 @@
 """Decoding as free functions beside the model: the batched, KV-cached sampling loop of the rollout and the
 completion-position forward pass of the update.
 
-Both take the sampling distribution (:class:`~msgrpo.distribution.SamplingDistribution`) from the caller
-and share the prompt prefix through :mod:`msgrpo.prefix`; :class:`~msgrpo.policy.LanguagePolicy` wires them
+Both take the sampling distribution (:class:`~msgrpo.lm.distribution.SamplingDistribution`) from the caller
+and share the prompt prefix through :mod:`msgrpo.lm.prefix`; :class:`~msgrpo.policy.LanguagePolicy` wires them
 to its model and settings.
 """
 
@@ -15,9 +15,12 @@ import torch
 from torch import nn
 from transformers import Cache, DynamicCache, StaticCache
 
-from msgrpo.distribution import SamplingDistribution, sample
-from msgrpo.prefix import prefill_shared
+from msgrpo.lm.distribution import SamplingDistribution, sample
+from msgrpo.lm.prefix import prefill_shared
 from msgrpo.types import MicroBatch
+
+TRUNK_SECONDS = [0.0]
+"""Seconds spent in frozen-trunk passes in this process (``perf/trunk_s`` logs each iteration's share)."""
 
 
 @dataclass
@@ -172,7 +175,7 @@ def completion_logits(
     columns of ``input_ids``, with the prefix tokens and padding in them masked out. Same logits up to
     float rounding.
 
-    With a trunk ``boundary`` ``j`` (:mod:`msgrpo.trunk`): layers ``0 .. j-1`` run once per micro-batch,
+    With a trunk ``boundary`` ``j`` (:mod:`msgrpo.lm.trunk`): layers ``0 .. j-1`` run once per micro-batch,
     without gradient, and their output is kept on it (``batch.trunk``); this and every later pass runs
     layers ``j ..`` only, from those states (``batch.trunk``, shared by the micro-batch's copies). The same
     computation above the boundary, the same logits.
@@ -209,12 +212,14 @@ def completion_logits(
 
     if boundary is None:
         return run({"input_ids": prefix}, {"input_ids": rest})
-    from msgrpo.trunk import BoundaryStates, layers, outputs_of
+    from msgrpo.lm.trunk import BoundaryStates, layers, outputs_of
 
     states = batch.trunk.get("states")
     if states is None or (states.boundary, states.shared) != (boundary, shared):  # once: layers 0 .. j-1
+        start = time.perf_counter()
         with torch.no_grad(), layers(model, 0, boundary), outputs_of(model, boundary - 1) as captured:
             run({"input_ids": prefix}, {"input_ids": rest})
+        TRUNK_SECONDS[0] += time.perf_counter() - start
         prefix_states = captured[0] if prefix is not None else None
         states = batch.trunk["states"] = BoundaryStates(boundary, shared, prefix_states, captured[-1])
     with layers(model, boundary):  # every pass: layers j .. from the boundary states

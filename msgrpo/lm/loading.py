@@ -17,8 +17,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from msgrpo.errors import ConfigError
-from msgrpo.models import CHATML_TEMPLATE, TinySettings, build_tiny
-from msgrpo.pretrained import SMOLLM2, smollm2_dir
+from msgrpo.lm.models import CHATML_TEMPLATE, TinySettings, build_tiny
+from msgrpo.lm.pretrained import SMOLLM2, smollm2_dir
 
 TINY = "tiny"
 

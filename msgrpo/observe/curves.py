@@ -1,6 +1,6 @@
 """Curves of a run: ``curves.png`` beside its ``metrics.csv`` (matplotlib, the ``plot`` extra).
 
-    python -m msgrpo.plot runs/snake/version_0          # redraw any past run
+    python -m msgrpo.tools.plot runs/snake/version_0          # redraw any past run
 
 Four panels: the training rollouts' success rate and mean return; the evaluation success rate per
 scenario, with the reference players (random, optimal or scripted: ``references.json``, written by
@@ -10,16 +10,30 @@ moved from the rollout policy). ``fit`` draws it at the end of training and name
 
 from __future__ import annotations
 
-import argparse
+import csv
 import json
-import sys
-from collections.abc import Sequence
+from collections import defaultdict
 from pathlib import Path
-
-from msgrpo.report import read_metrics
 
 REFERENCES_FILE = "references.json"
 CURVES_FILE = "curves.png"
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, dict[int, float]]:
+    """``metric -> {iteration: value}`` from a run's Lightning ``metrics.csv`` (last value per iteration)."""
+    files = sorted(Path(run_dir).rglob("metrics.csv"))
+    if not files:
+        raise FileNotFoundError(f"no metrics.csv under {run_dir}")
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    with open(files[-1], newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = row.get("epoch")
+            if epoch in (None, ""):
+                continue
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in (None, ""):
+                    out[key][int(float(epoch))] = float(value)
+    return dict(out)
 
 
 def plot_run(log_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -73,26 +87,3 @@ def plot_run(log_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m msgrpo.plot", description="Draw a run's curves.png.")
-    parser.add_argument("log_dir", help="a run's log directory (the one holding metrics.csv)")
-    parser.add_argument("--out", default=None, help=f"image to write (default: <log_dir>/{CURVES_FILE})")
-    args = parser.parse_args(argv)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print('error: plotting needs matplotlib: pip install -e ".[plot]"', file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
-        path = plot_run(args.log_dir, args.out)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"msgrpo.plot: wrote {path}")
-    return path
-
-
-if __name__ == "__main__":
-    main()

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from importlib import resources
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from msgrpo.errors import ConfigError
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -35,7 +36,7 @@ TAG_TOKENS = ["<think>", "</think>", "<action>", "</action>"]
 FROZEN_TOKENIZER = "tiny_tokenizer.json"
 """The tiny preset's tokenizer as trained on the built-in games' text (``train_tiny_tokenizer(0, 512)``),
 frozen in ``msgrpo/assets``: rewording a game's rules never changes the token ids of existing checkpoints
-(checkpoints also record the tokenizer's :func:`~msgrpo.loading.tokenizer_fingerprint`)."""
+(checkpoints also record the tokenizer's :func:`~msgrpo.lm.loading.tokenizer_fingerprint`)."""
 FROZEN_VOCAB_SIZE = 512
 
 
@@ -44,14 +45,17 @@ class TinySettings:
     """Shape of the tiny offline preset.
 
     Attributes:
-        vocab_size: BPE vocabulary size (bytes + merges + special tokens).
+        vocab_size: BPE vocabulary size (bytes + merges + special tokens): the frozen tokenizer's 512, or
+            another tokenizer's given by ``tokenizer_file``.
         hidden_size: Model width.
         num_layers: Decoder layers.
         num_heads: Attention heads.
         intermediate_size: MLP width.
-        initializer_range: Standard deviation of the random initial weights. Larger than the usual 0.02:
-            with 0.02 the model needed about 1.5x to 2x more updates to learn to read the few prompt
-            tokens that describe the state (``benchmarks/README.md``, Frozen Lake).
+        initializer_range: Standard deviation of the random initial weights. Larger than the usual 0.02,
+            with which the model needed more updates to learn to read the few prompt tokens that describe
+            the state.
+        tokenizer_file: A tokenizer JSON written by ``python -m msgrpo.tools.tiny_tokenizer`` (another
+            vocabulary size); None: the frozen one.
     """
 
     vocab_size: int = FROZEN_VOCAB_SIZE
@@ -60,46 +64,31 @@ class TinySettings:
     num_heads: int = 4
     intermediate_size: int = 128
     initializer_range: float = 0.05
+    tokenizer_file: str | None = None
 
 
-def _builtin_games() -> list:
-    """One default instance of every built-in game (local import: games do not depend on models)."""
-    from msgrpo.components import games
-
-    return [games.FrozenLake()] + ([games.Snake()] if hasattr(games, "Snake") else [])
-
-
-def _corpus(seed: int) -> list[str]:
-    """Text the tiny tokenizer is trained on: rules, observations and answers of the built-in games."""
-    rng = random.Random(seed)
-    texts: list[str] = []
-    for game in _builtin_games():
-        env = game.make_env()
-        texts.append(game.rules())
-        for episode in range(8):
-            game.reset(env, seed * 1000 + episode)
-            for _ in range(4):
-                texts.extend(m["content"] for m in game.messages(env))
-                name = rng.choice(game.action_names)
-                texts.append(f"<think>I move {name}.</think><action>{name}</action>")
-                result = game.act(env, f"<action>{name}</action>")
-                if result.terminated or result.truncated:
-                    break
-        texts.extend(name for name in game.action_names for _ in range(32))  # bare names: one token each
-    return texts
-
-
-def build_tiny_tokenizer(seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE) -> PreTrainedTokenizerFast:
-    """The tiny preset's byte-level BPE tokenizer: the frozen one for the default vocabulary size, else
-    trained in-process (about 50 ms, deterministic from ``seed``) on the built-in games' current text.
+def build_tiny_tokenizer(
+    seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE, tokenizer_file: str | None = None
+) -> PreTrainedTokenizerFast:
+    """The tiny preset's byte-level BPE tokenizer: the frozen one (``msgrpo/assets``), or one trained by
+    ``python -m msgrpo.tools.tiny_tokenizer`` and saved to ``tokenizer_file`` (another vocabulary size).
 
     Byte-level BPE never produces an unknown token. The ChatML template and ``<|im_end|>`` as EOS make
-    it a drop-in chat tokenizer.
+    it a drop-in chat tokenizer. ``seed`` is accepted for compatibility and changes nothing: one tokenizer
+    for every seed.
     """
-    if vocab_size == FROZEN_VOCAB_SIZE:
-        path = resources.files("msgrpo") / "assets" / FROZEN_TOKENIZER
-        return _wrap(Tokenizer.from_str(path.read_text(encoding="utf-8")))
-    return train_tiny_tokenizer(seed, vocab_size)
+    if tokenizer_file is not None:
+        return _wrap(Tokenizer.from_file(str(tokenizer_file)))
+    if vocab_size != FROZEN_VOCAB_SIZE:
+        raise ConfigError(
+            f"the tiny preset's frozen tokenizer has {FROZEN_VOCAB_SIZE} tokens; for another size train one with "
+            f"`python -m msgrpo.tools.tiny_tokenizer --vocab-size {vocab_size} --out tok.json` and set "
+            "tiny.tokenizer_file",
+            setting="tiny.vocab_size",
+            value=vocab_size,
+        )
+    path = resources.files("msgrpo") / "assets" / FROZEN_TOKENIZER
+    return _wrap(Tokenizer.from_str(path.read_text(encoding="utf-8")))
 
 
 def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
@@ -112,8 +101,9 @@ def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     )
 
 
-def train_tiny_tokenizer(seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on the built-in games' text (how the frozen one was made)."""
+def train_tiny_tokenizer(texts: list[str], vocab_size: int = FROZEN_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` (the frozen one: :mod:`msgrpo.tools.tiny_tokenizer`'s
+    corpus of the built-in games' text, 512 tokens)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -128,7 +118,7 @@ def train_tiny_tokenizer(seed: int = 0, vocab_size: int = FROZEN_VOCAB_SIZE) -> 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(seed), trainer)
+    tok.train_from_iterator(texts, trainer)
     tok.add_tokens(TAG_TOKENS)
     return _wrap(tok)
 
@@ -161,5 +151,5 @@ def build_tiny_model(
 def build_tiny(seed: int = 0, settings: TinySettings | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """The tiny offline preset: ``(model, tokenizer)``; ``seed`` sets the random weights only."""
     s = settings or TinySettings()
-    tokenizer = build_tiny_tokenizer(0, s.vocab_size)  # one tokenizer for every seed: ids never depend on it
+    tokenizer = build_tiny_tokenizer(0, s.vocab_size, s.tokenizer_file)  # one for every seed: ids never depend on it
     return build_tiny_model(tokenizer, seed, s), tokenizer

@@ -1,4 +1,5 @@
-"""Reference policies: exact Frozen Lake value iteration, random and greedy players, play_reference."""
+"""Reference players (``msgrpo.players``) and the games' own: exact Frozen Lake value iteration, random and
+greedy players, play_reference."""
 
 from __future__ import annotations
 
@@ -9,20 +10,18 @@ import pytest
 import torch
 from gymnasium.envs.toy_text.frozen_lake import FrozenLakeEnv
 
-import msgrpo.reference as reference
-from msgrpo.components.games.frozen_lake import FrozenLake, RandomMapFrozenLake
-from msgrpo.components.games.snake import Snake
-from msgrpo.evaluation import build_panel, summarize
-from msgrpo.reference import (
+import msgrpo.components.games.frozen_lake as frozen_lake
+from msgrpo.components.games.frozen_lake import (
+    FrozenLake,
     FrozenLakeOptimal,
-    RandomPolicy,
-    ReferencePolicy,
-    SnakeGreedy,
+    RandomMapFrozenLake,
     best_action,
     frozen_lake_q_values,
     optimal_success_probability,
-    play_reference,
 )
+from msgrpo.components.games.snake import Snake, SnakeGreedy
+from msgrpo.evaluation import build_panel, summarize
+from msgrpo.players import RandomPolicy, ReferencePolicy, play_reference
 
 LEFT, DOWN, RIGHT, UP = range(4)
 
@@ -151,8 +150,8 @@ def test_best_action_tie_breaking():
 
 def test_optimal_caches_one_table_per_map(monkeypatch):
     calls = []
-    real = reference.frozen_lake_q_values
-    monkeypatch.setattr(reference, "frozen_lake_q_values", lambda lake, h: calls.append(h) or real(lake, h))
+    real = frozen_lake.frozen_lake_q_values
+    monkeypatch.setattr(frozen_lake, "frozen_lake_q_values", lambda lake, h: calls.append(h) or real(lake, h))
     episodes = play_reference(FrozenLakeOptimal(), FrozenLake(), range(5))
     assert len(calls) == 5 and sum(e.length for e in episodes) > 5
 
@@ -235,3 +234,14 @@ def test_every_frozen_lake_scenario_is_winnable_by_the_optimal_policy():
             continue
         rate = summarize(play_reference(FrozenLakeOptimal(), scenario))["success_rate"]
         assert rate >= 0.8, (scenario.name, rate)
+
+
+def test_the_old_module_path_still_works_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("msgrpo.reference", None)
+    with pytest.warns(DeprecationWarning, match="msgrpo.reference is deprecated"):
+        old = importlib.import_module("msgrpo.reference")
+    assert old.RandomPolicy is RandomPolicy and old.FrozenLakeOptimal is FrozenLakeOptimal
+    assert old.SnakeGreedy is SnakeGreedy and old.play_reference is play_reference

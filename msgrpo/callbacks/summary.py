@@ -75,7 +75,7 @@ def reference_results(data, results: dict[str, dict[str, float]]) -> dict[str, d
     """The game's reference players (no model: cheap) on the evaluated scenarios' seeds and, up to the
     data module's ``reference_episodes``, the ones after them: ``player -> scenario -> summary``."""
     from msgrpo.evaluation import summarize
-    from msgrpo.reference import play_reference
+    from msgrpo.players import play_reference
 
     panel = [s for s in getattr(data, "reference_panel", getattr(data, "panel", [])) if s.name in results]
     if not panel:
@@ -86,7 +86,7 @@ def reference_results(data, results: dict[str, dict[str, float]]) -> dict[str, d
 
 def draw_curves(log_dir: Path, references: dict) -> Path | None:
     """Write ``references.json`` and, with matplotlib installed and a ``metrics.csv``, ``curves.png``."""
-    from msgrpo.plot import REFERENCES_FILE, plot_run
+    from msgrpo.observe.curves import REFERENCES_FILE, plot_run
 
     if references:
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m msgrpo.export --ckpt_path CKPT --config CONFIG --out DIR [--merge | --adapter-only]
+    python -m msgrpo.tools.export --ckpt_path CKPT --config CONFIG --out DIR [--merge | --adapter-only]
 
 ``CONFIG`` is the run's configuration: the ``config.yaml`` that ``fit`` writes next to its metrics, or the
 recipe's own config plus the overrides the run used (``--recipe frozen_lake --model.policy.init_args...``:
@@ -128,7 +128,7 @@ def export_policy(policy: LanguagePolicy, out: str | Path, adapter_only: bool = 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m msgrpo.export",
+        prog="python -m msgrpo.tools.export",
         description="Export a trained policy as a Hugging Face model directory. Arguments not listed here "
         "(--config FILE, --model.policy.init_args.X=Y...) describe the run, as for the recipe's CLI.",
     )

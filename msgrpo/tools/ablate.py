@@ -1,12 +1,12 @@
 """Ablation runner: a grid of component variants x seeds of one recipe, one table and one plot.
 
-    python -m msgrpo.ablate --recipe frozen_lake --seeds 0 1 2 3 --out reports/ablation_sampler \\
+    python -m msgrpo.tools.ablate --recipe frozen_lake --seeds 0 1 2 3 --out reports/ablation_sampler \\
         --variant AbsoluteAdvantageWeighted=sampler_aaw.yaml --variant Uniform=sampler_uniform.yaml \\
         --variant All=sampler_all.yaml -- --trainer.max_epochs=40
 
 A variant is ``name=overlay`` where the overlay is a packaged config name (``sampler_uniform.yaml``) or a
 path, optionally followed by extra arguments after commas (``lr3=base.yaml,--model.optimizer.init_args.lr=3e-3``).
-Each variant runs through :func:`msgrpo.report.run_seeds` (the multi-seed report machinery) into
+Each variant runs through :func:`msgrpo.tools.report.run_seeds` (the multi-seed report machinery) into
 ``<out>/<name>/seed_<k>``; the table gives, per scenario, the final evaluation success rate and return as
 mean ± 95% CI, the area under the evaluation success curve, the training-rollout return of the last
 iteration (mean ± 95% CI) and its area under the curve, and the mean wall-clock per run.
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from msgrpo.report import aggregate, mean_ci, read_metrics, read_walls, run_seeds, write_report
+from msgrpo.tools.report import aggregate, mean_ci, read_metrics, read_walls, run_seeds, write_report
 
 
 def parse_variant(spec: str) -> tuple[str, list[str]]:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "--" in argv:
         common = argv[argv.index("--") + 1 :]
         argv = argv[: argv.index("--")]
-    parser = argparse.ArgumentParser(prog="python -m msgrpo.ablate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])

@@ -1,0 +1,1 @@
+"""Watching an agent: transcripts, board frames, TensorBoard views and the curves of a run."""
