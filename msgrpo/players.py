@@ -20,6 +20,7 @@ from msgrpo.types import Episode, Step
 
 __all__ = ["RandomPolicy", "ReferencePolicy", "play_reference"]
 
+
 # ----- playing ---------------------------------------------------------------------------------------------
 def _empty_long() -> torch.Tensor:
     return torch.zeros(0, dtype=torch.long)

@@ -71,4 +71,3 @@ except ConfigError as err:
     done = _run(code, ATEN_CPU_CAPABILITY="default")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refused:" in done.stdout and "start Python with" in done.stdout
-

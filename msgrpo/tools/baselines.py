@@ -66,8 +66,6 @@ def policies(game_name: str) -> dict[str, ReferencePolicy]:
     return make_game(game_name).reference_policies()
 
 
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m msgrpo.tools.baselines",
