@@ -33,7 +33,6 @@ def build_recipe(config: str, out: str, minutes: float, max_iterations: int, see
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={out}",
-        f"--trainer.logger.init_args.save_dir={out}",
     ]
     return MSGRPOCLI(default_config=config_path(config), args=args + extra, run=False)
 

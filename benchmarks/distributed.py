@@ -69,7 +69,6 @@ def run(name: str, args: argparse.Namespace, root: Path) -> dict:
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={out / 'run'}",
-        f"--trainer.logger.init_args.save_dir={out / 'run'}",
         f"--data.num_groups={args.groups}",
         f"--data.group_size={args.group_size}",
         f"--data.sampler.init_args.num_episodes={args.groups * args.group_size // 2}",

@@ -134,10 +134,11 @@ class MSGRPOCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         """LightningCLI's parsing, with ``null`` for a field of a dataclass setting passed on as a dict
-        (:func:`_null_fields_as_dicts`)."""
+        (:func:`_null_fields_as_dicts`), and the logger's ``save_dir`` following ``trainer.default_root_dir``
+        when only the latter is given on the command line (:func:`_save_dir_follows_root`)."""
         if args is None or isinstance(args, list):
             given = list(sys.argv[1:] if args is None else args)
-            rewritten = _null_fields_as_dicts(given)
+            rewritten = _save_dir_follows_root(_null_fields_as_dicts(given))
             if rewritten != given:
                 self.config = parser.parse_args(rewritten)
                 return
@@ -251,6 +252,19 @@ class MSGRPOCLI(LightningCLI):
 
     after_validate = _after_eval
     after_test = _after_eval
+
+
+def _save_dir_follows_root(args: list[str]) -> list[str]:
+    """``--trainer.default_root_dir=X`` without a logger ``save_dir`` on the command line: append
+    ``--trainer.logger.init_args.save_dir=X``, so one flag puts a run's checkpoints and its metrics in the same
+    place (the recipes' loggers name the recipe's own directory); also for another logger named on the
+    command line (CSV, TensorBoard, Weights & Biases: they all take a ``save_dir``). Not with the logger off."""
+    root = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("--trainer.default_root_dir=")), None)
+    explicit = any(a.startswith("--trainer.logger.init_args.save_dir") for a in args)
+    off = any(a.lower() in ("--trainer.logger=false", "--trainer.logger=null") for a in args)
+    if root is None or explicit or off:
+        return args
+    return [*args, f"--trainer.logger.init_args.save_dir={root}"]
 
 
 def _refuse_repeated_callbacks(callbacks: list) -> None:

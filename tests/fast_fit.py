@@ -29,8 +29,8 @@ FAST_FIT = [
 
 
 def run_dir(root: Path | str) -> list[str]:
-    """Arguments that put a run's checkpoints and logs under ``root``."""
-    return [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
+    """Arguments that put a run's checkpoints and logs under ``root`` (the logger's ``save_dir`` follows)."""
+    return [f"--trainer.default_root_dir={root}"]
 
 
 class SignalAt(L.Callback):

@@ -212,3 +212,18 @@ def test_lora_layers_null_on_the_command_line_adapts_every_layer():
     top = ["--model.policy.init_args.lora.r=2", "--model.policy.init_args.lora.layers=[-1]"]
     assert adapted(*top) == ({"1"}, {2})  # the tiny model has 2 decoder layers
     assert adapted(*top, "--model.policy.init_args.lora.layers=null") == ({"0", "1"}, {2})
+
+
+def test_the_loggers_save_dir_follows_the_root_dir():
+    from msgrpo.cli import _save_dir_follows_root
+
+    assert _save_dir_follows_root(["fit", "--trainer.default_root_dir=a"]) == [
+        "fit", "--trainer.default_root_dir=a", "--trainer.logger.init_args.save_dir=a"
+    ]  # fmt: skip
+    both = ["fit", "--trainer.default_root_dir=a", "--trainer.logger.init_args.save_dir=b"]
+    assert _save_dir_follows_root(both) == both  # an explicit save_dir wins
+    other = ["fit", "--trainer.default_root_dir=a", "--trainer.logger=TensorBoardLogger"]
+    assert _save_dir_follows_root(other) == [*other, "--trainer.logger.init_args.save_dir=a"]  # another logger too
+    off = ["fit", "--trainer.default_root_dir=a", "--trainer.logger=false"]
+    assert _save_dir_follows_root(off) == off
+    assert _save_dir_follows_root(["fit"]) == ["fit"]

@@ -24,7 +24,7 @@ cli = snake.main(["fit", "--reproducible=true", "--trainer.max_epochs=2", "--tra
                   "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
                   "--trainer.enable_progress_bar=false",
                   "--data.num_groups=2", "--data.group_size=4", "--data.sampler.init_args.num_episodes=4",
-                  f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"])
+                  f"--trainer.default_root_dir={root}"])
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_cbwr_mode(),
                   "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
                   "loss": [h["loss/total"] for h in cli.model.history if "loss/total" in h],

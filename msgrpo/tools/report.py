@@ -226,7 +226,6 @@ def run_seeds(recipe: str, seeds: list[int], out: Path, extra: list[str]) -> tup
             "fit",
             f"--seed_everything={seed}",
             f"--trainer.default_root_dir={run_dir}",
-            f"--trainer.logger.init_args.save_dir={run_dir}",
             "--trainer.logger.init_args.version=0",
             "--trainer.enable_progress_bar=false",
             *extra,

@@ -19,7 +19,7 @@ def _cmd(root, epochs, *extra):
     return [
         sys.executable, "-m", "msgrpo.recipes.frozen_lake", "fit", f"--trainer.max_epochs={epochs}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.limit_val_batches=0",
-        f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.default_root_dir={root}",
         *SMALL_ROLLOUT, *extra,
     ]  # fmt: skip
 
@@ -101,7 +101,7 @@ def test_same_seed_same_metrics(tmp_path):
     def run(root):
         cli = frozen_lake.main([
             "fit", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0",
-            f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+            f"--trainer.default_root_dir={root}",
             *SMALL_ROLLOUT, "--data.game.init_args.map_name=null",
             "--model.loss.init_args.entropy_coef=0.01",  # every update has a gradient
         ])  # fmt: skip

@@ -20,7 +20,7 @@ SMALL = [
 @pytest.mark.slow
 def test_main_command_shows_progress_and_a_summary(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    args = [f"--trainer.default_root_dir={tmp_path}"]
     proc = subprocess.run(
         [sys.executable, "-m", "msgrpo.recipes.snake", "fit", *SMALL, *args],
         capture_output=True,
