@@ -70,6 +70,17 @@ CASES = {
     # bf16 weights under the default 32-true precision: the weights' dtype alone decides the re-scoring
     "bf16 weights, 32-true": [*MIXED, "--model.policy.init_args.dtype=bfloat16"],
     "re-scored float32": [*MIXED, "--model.rescore_old_logprobs=true"],
+    # an engine whose numerics differ (transformers' padded generate): the old log-probs are re-scored
+    "re-scored: TransformersGenerate engine": [*MIXED, "--model.policy.init_args.engine=TransformersGenerate"],
+    # LoRA on the top layer of a 3-layer model: the frozen trunk (layers 0-1) runs once per micro-batch
+    "frozen trunk: lora on the top layer of three": [
+        *MIXED,
+        "--model.policy.init_args.lora.r=4",
+        "--model.policy.init_args.lora.layers=[-1]",
+        "--model.policy.init_args.tiny.num_layers=3",
+        "--model.optimizer.init_args.lr=0.05",
+        "--model.rollback_kl=0.5",
+    ],
     "credit StepReward": [*FREE_ONE, "--data.credit_assigner=StepReward"],
     "credit DiscountedReturn": [*FREE_ONE, "--data.credit_assigner=DiscountedReturn"],
     "credit AnchorState": [*FREE_ONE, "--data.credit_assigner=AnchorState"],
@@ -140,8 +151,10 @@ def test_option_moves_weights_and_first_update_is_on_policy(tmp_path, name):
     after = dict(module.policy.named_parameters())
     moved = [n for n, p in before.items() if not torch.equal(p, after[n].detach())]
     assert moved, f"{name}: no parameter changed"
-    if name.startswith("lora"):
+    if name.startswith("lora") or "frozen trunk" in name:
         assert all("lora_" in n for n in moved)
+    if "frozen trunk" in name:
+        assert module.policy.trunk.boundary == 2 and all(row["perf/trunk_s"] > 0 for row in module.history)
     mismatch = [row["rollout/logprob_mismatch"] for row in module.history if "rollout/logprob_mismatch" in row]
     if "bf16" in name:  # re-scored, and the rounding it removed is shown (small: same weights, same tokens)
         assert len(mismatch) == 2 and all(0 <= m < 0.05 for m in mismatch), mismatch
