@@ -66,7 +66,7 @@ MOVED = {
     "msgrpo.plot": "msgrpo.tools.plot",
 }  # fmt: skip
 """Old module path -> new one: ``import msgrpo.selection``, a YAML ``class_path: msgrpo.selection.BestPolicy``
-and ``python -m msgrpo.replay`` keep working, with a DeprecationWarning naming the new path."""
+and ``python -m msgrpo.replay`` keep working, with a FutureWarning naming the new path."""
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -80,17 +80,21 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}: the old path works until the next release", DeprecationWarning,
+        warnings.warn(f"{spec.name} moved to {new}: the old path works until the next release", FutureWarning,
                       stacklevel=2)  # fmt: skip
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        self._specs = {**getattr(self, "_specs", {}), spec.name: module.__spec__}
+        return module
 
     def exec_module(self, module) -> None:
-        """Nothing to run: the module is the new path's, already imported."""
+        """Nothing to run (the module is the new path's, already imported); put back its own ``__spec__``,
+        which importing it under the old name replaced."""
+        module.__spec__ = self._specs[module.__spec__.name]
 
     def get_code(self, fullname):  # ``python -m <old path>``: the new module's code
         new = MOVED[fullname]
         warnings.warn(f"python -m {fullname} moved to python -m {new}: the old path works until the next release",
-                      DeprecationWarning, stacklevel=2)  # fmt: skip
+                      FutureWarning, stacklevel=2)  # fmt: skip
         return importlib.util.find_spec(new).loader.get_code(new)
 
 

@@ -259,9 +259,15 @@ def _save_dir_follows_root(args: list[str]) -> list[str]:
     ``--trainer.logger.init_args.save_dir=X``, so one flag puts a run's checkpoints and its metrics in the same
     place (the recipes' loggers name the recipe's own directory); also for another logger named on the
     command line (CSV, TensorBoard, Weights & Biases: they all take a ``save_dir``). Not with the logger off."""
-    root = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("--trainer.default_root_dir=")), None)
-    explicit = any(a.startswith("--trainer.logger.init_args.save_dir") for a in args)
+    root = None
+    for i, arg in enumerate(args):  # (the last one wins, "=value" or the next argument)
+        if arg.startswith("--trainer.default_root_dir="):
+            root = arg.split("=", 1)[1]
+        elif arg == "--trainer.default_root_dir" and i + 1 < len(args):
+            root = args[i + 1]
+    explicit = any(a.startswith(("--trainer.logger.init_args.save_dir", "--trainer.logger.save_dir")) for a in args)
     off = any(a.lower() in ("--trainer.logger=false", "--trainer.logger=null") for a in args)
+    off = off or any(a == "--trainer.logger" and b.lower() in ("false", "null") for a, b in zip(args, args[1:]))
     if root is None or explicit or off:
         return args
     return [*args, f"--trainer.logger.init_args.save_dir={root}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,7 +57,8 @@ class IterationCounters:
         update_tokens: Tokens (prompt and completion) the updates scored.
         rollbacks_at_start: The run's undone trust-region tries when the iteration began.
         skipped_at_start: The run's skipped non-finite updates when the iteration began.
-        trunk_at_start: The process's seconds in frozen-trunk passes when the iteration began.
+        trunk_at_start: The process's seconds in frozen-trunk passes when the previous iteration ended (its
+            rollout's reference and re-scoring passes come before the iteration's first hook).
     """
 
     kl_stopped: int = 0
@@ -68,7 +69,7 @@ class IterationCounters:
     update_tokens: int = 0
     rollbacks_at_start: int = 0
     skipped_at_start: int = 0
-    trunk_at_start: float = field(default_factory=lambda: TRUNK_SECONDS[0])
+    trunk_at_start: float = 0.0
 
     def log(self, module: Any, rollbacks: int, skipped: int, lr: float) -> None:
         """Log the iteration's ``loss/*`` counters, learning rate and ``perf/*`` figures through ``module.log``

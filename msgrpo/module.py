@@ -20,6 +20,7 @@ import msgrpo.quiet  # noqa: F401  (library notices that are not about the user'
 from msgrpo.checkpointing import CHECKPOINT_KEY, load_state, save_state, save_stop_checkpoint
 from msgrpo.errors import require
 from msgrpo.evaluation import EpisodeRecord, EvaluationSteps
+from msgrpo.lm.decoding import TRUNK_SECONDS
 from msgrpo.loss import MSGRPOLoss
 from msgrpo.metrics import IterationCounters, RolloutMetrics, count_one_step
 from msgrpo.policy import LanguagePolicy
@@ -137,6 +138,7 @@ class MSGRPOModule(EvaluationSteps, L.LightningModule):
         self.rollbacks = 0
         self.eval_results: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, float]] = []
+        self._trunk_mark = TRUNK_SECONDS[0]
         self.on_train_epoch_start()  # the per-iteration counters
 
     # ----- distribution --------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class MSGRPOModule(EvaluationSteps, L.LightningModule):
     def _weights_loaded(self) -> None:  # (Lightning loads a checkpoint's weights after on_load_checkpoint)
         self.policy.weights_changed()
 
-    on_fit_start = on_validation_start = on_test_start = _weights_loaded
+    on_fit_start = on_train_start = on_validation_start = on_test_start = _weights_loaded
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.policy.parameters() if p.requires_grad])
@@ -207,7 +209,9 @@ class MSGRPOModule(EvaluationSteps, L.LightningModule):
 
     # ----- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self.counters = IterationCounters(rollbacks_at_start=self.rollbacks, skipped_at_start=self.guard.skipped)
+        self.counters = IterationCounters(
+            rollbacks_at_start=self.rollbacks, skipped_at_start=self.guard.skipped, trunk_at_start=self._trunk_mark
+        )
         self.evaluate_after_last_iteration()
 
     def log(self, name, value, *args, **kwargs) -> None:
@@ -224,11 +228,15 @@ class MSGRPOModule(EvaluationSteps, L.LightningModule):
             self.rollout_metrics.log(self, batch.rollout_stats)
         if self.counters.kl_stopped:  # an earlier mini-batch of this iteration stopped it (same on every rank)
             self.counters.kl_stopped += 1
+            for micro in batch.micro_batches:
+                micro.trunk.clear()
             return
         start, steps = time.perf_counter(), self.trainer.global_step
         try:
             self._update(batch)
         finally:
+            for micro in batch.micro_batches:  # the frozen trunk's states served this mini-batch's passes
+                micro.trunk.clear()
             self.counters.update_s += time.perf_counter() - start
             self.counters.update_tokens += int(sum(m.attention_mask.sum() for m in batch.micro_batches))
             count_one_step(self.trainer, steps)
@@ -291,6 +299,7 @@ class MSGRPOModule(EvaluationSteps, L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.counters.log(self, self.rollbacks, self.guard.skipped, self.optimizers().param_groups[0]["lr"])
+        self._trunk_mark = TRUNK_SECONDS[0]  # (the next iteration's reference and re-scoring come before its start)
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # manual optimization: Lightning leaves stepping to the module
             scheduler.step()

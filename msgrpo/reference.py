@@ -29,6 +29,6 @@ warnings.warn(
     "msgrpo.reference is deprecated: import from msgrpo.players (RandomPolicy, ReferencePolicy, play_reference) "
     "and from the games (msgrpo.components.games.frozen_lake.FrozenLakeOptimal, "
     "msgrpo.components.games.snake.SnakeGreedy)",
-    DeprecationWarning,
+    FutureWarning,
     stacklevel=2,
 )

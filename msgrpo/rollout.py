@@ -28,10 +28,12 @@ class Agent(Protocol):
         response_prefix: Text the assistant turn starts with (prepended to each completion before parsing).
         lockstep: Every rank must make the same generate calls (sharded parameters): one call per
             environment step for every live episode, whatever their games.
+        device: Where sampling generators live.
     """
 
     response_prefix: str
     lockstep: bool
+    device: torch.device
 
     def encode(self, messages: list[list[dict[str, str]]]) -> list[torch.Tensor]:
         """Chat-template and tokenise conversations: ``B`` prompt-id tensors ``[P_b]``."""

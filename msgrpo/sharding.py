@@ -38,6 +38,10 @@ class LockstepPolicy:
         self.response_prefix = policy.response_prefix
         self.encode = policy.encode
 
+    @property
+    def device(self) -> torch.device:
+        return self._policy.device
+
     def generate(self, prompts, generator=None, greedy=False, fixed_steps=True):
         self._any_rank(True)  # this rank is live: the others join with dummy calls
         return self._policy.generate(prompts, generator=generator, greedy=greedy, fixed_steps=True)

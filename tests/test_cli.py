@@ -226,4 +226,8 @@ def test_the_loggers_save_dir_follows_the_root_dir():
     assert _save_dir_follows_root(other) == [*other, "--trainer.logger.init_args.save_dir=a"]  # another logger too
     off = ["fit", "--trainer.default_root_dir=a", "--trainer.logger=false"]
     assert _save_dir_follows_root(off) == off
+    short = ["fit", "--trainer.default_root_dir=a", "--trainer.logger.save_dir=b"]  # jsonargparse's shorthand
+    assert _save_dir_follows_root(short) == short
+    spaced = ["fit", "--trainer.default_root_dir", "a"]
+    assert _save_dir_follows_root(spaced) == [*spaced, "--trainer.logger.init_args.save_dir=a"]
     assert _save_dir_follows_root(["fit"]) == ["fit"]

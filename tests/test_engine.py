@@ -52,14 +52,26 @@ def test_transformers_generate_gives_the_default_engines_tokens_and_logprobs(tin
 
 
 def test_fixed_steps_runs_every_pass_and_keeps_the_completions(tiny_policy_factory):
+    # EOS is likely (a third of the allowed tokens): free decoding stops early, fixed steps must not
     allowed = ["left", "down", EOS]
     policy = tiny_policy_factory(max_new_tokens=4, allowed_tokens=allowed, response_prefix="<action>")
+    policy.model.generation_config.repetition_penalty = 5.0  # a checkpoint's setting: must not act
     prompts = _prompts(policy)
+    calls = []
+    handle = policy.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    completions = []
     for engine in (KVCacheEngine(), TransformersGenerate()):
         policy.engine = engine
         free = policy.generate(prompts, generator=torch.Generator().manual_seed(1))
+        calls.clear()
         fixed = policy.generate(prompts, generator=torch.Generator().manual_seed(1), fixed_steps=True)
+        assert len(calls) == 4  # one pass per new token, though every completion may have ended
         assert all(torch.equal(a, b) for a, b in zip(free.completion_ids, fixed.completion_ids))
+        completions.append(free.completion_ids)
+    handle.remove()
+    assert any(c.numel() < 4 for c in completions[0])  # some ended early
+    assert all(torch.equal(a, b) for a, b in zip(*completions))  # the checkpoint's penalty acted on neither
+    assert policy.model.generation_config.repetition_penalty == 5.0  # put back
 
 
 def test_the_trust_region_reports_every_change_of_the_weights(tiny_policy):

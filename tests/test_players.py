@@ -241,7 +241,7 @@ def test_the_old_module_path_still_works_with_a_deprecation_warning():
     import sys
 
     sys.modules.pop("msgrpo.reference", None)
-    with pytest.warns(DeprecationWarning, match="msgrpo.reference is deprecated"):
+    with pytest.warns(FutureWarning, match="msgrpo.reference is deprecated"):
         old = importlib.import_module("msgrpo.reference")
     assert old.RandomPolicy is RandomPolicy and old.FrozenLakeOptimal is FrozenLakeOptimal
     assert old.SnakeGreedy is SnakeGreedy and old.play_reference is play_reference

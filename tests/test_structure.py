@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import msgrpo
 
 PACKAGE = Path(msgrpo.__file__).parent
@@ -113,3 +115,20 @@ def test_no_module_above_400_lines_outside_the_games_and_no_class_above_250():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
                 long_classes.append((name, node.name, node.end_lineno - node.lineno + 1))
     assert long_modules == [] and long_classes == []
+
+
+def test_old_module_paths_are_the_new_modules_with_a_warning():
+    import importlib
+    import subprocess
+    import sys
+
+    for old, new in (("msgrpo.selection", "msgrpo.callbacks.selection"), ("msgrpo.loading", "msgrpo.lm.loading")):
+        sys.modules.pop(old, None)
+        with pytest.warns(FutureWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new) and module.__spec__.name == new  # its own spec kept
+    from msgrpo.callbacks.selection import BestPolicy
+
+    assert importlib.import_module("msgrpo.selection").BestPolicy is BestPolicy  # the same class: isinstance holds
+    done = subprocess.run([sys.executable, "-m", "msgrpo.plot", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "python -m msgrpo.tools.plot" in done.stdout  # an old `python -m` path

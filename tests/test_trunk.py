@@ -112,3 +112,13 @@ def test_it_switches_itself_off_where_it_cannot_hold(tiny_policy_factory):
     with pytest.warns(UserWarning, match="frozen-trunk scoring is off: the first decoder layer is trained"):
         every.trunk.cut(lockstep=False)
     assert full.trunk.cut(lockstep=False) is None  # (full fine-tuning: nothing to say)
+    # architectures the cut is not verified for (embeddings scaled in the forward, per-position layer kinds)
+    config = top.model.get_base_model().model.config
+    config.model_type = "granite"
+    why = "the cut is verified for llama, mistral, qwen2, qwen3 models, not granite"
+    assert trunk_boundary(top.model) == (None, why)
+    config.model_type = "llama"
+    config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
+    assert trunk_boundary(top.model)[0] is None
+    config.layer_types = ["full_attention"] * 3
+    assert trunk_boundary(top.model) == (2, "")

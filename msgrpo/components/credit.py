@@ -170,7 +170,9 @@ class EpisodeReturn(EpisodeAssigner):
             :func:`~msgrpo.components.returns.length_neutral`) instead of ``A_i``. The episode advantages
             are the paper's; only their spread over the steps changes, so a group's step advantages sum
             to 0 and the update has no net push on whatever was sampled (``loss/advantage_mean`` near 0).
-            Off by default (the paper broadcasts ``A_i``).
+            Off by default (the paper broadcasts ``A_i``). Samplers weigh an episode by its mean ``|A_t|``,
+            here ``|A_i| * mean_T / T_i``: a short episode is drawn more often than a long one of the same
+            ``|A_i|`` (``reweight`` keeps the update unbiased).
     """
 
     def __init__(
@@ -185,6 +187,13 @@ class EpisodeReturn(EpisodeAssigner):
         if not isinstance(length_neutral, bool):
             raise ConfigError(
                 "EpisodeReturn: length_neutral must be true or false", setting="length_neutral", value=length_neutral
+            )
+        if length_neutral and (stats_over != "episodes" or type(self).assign is not EpisodeReturn.assign):
+            raise ConfigError(
+                f"{type(self).__name__}: length_neutral needs stats_over: episodes and EpisodeReturn's own spread of "
+                "the advantage over the steps (the group's step advantages then sum to 0)",
+                setting="length_neutral",
+                value=length_neutral,
             )
         self.stats_over = stats_over
         self.length_neutral = length_neutral

@@ -130,12 +130,19 @@ class TransformersGenerate(Engine):
             max_new_tokens=policy.max_new_tokens, do_sample=False, pad_token_id=pad,
             eos_token_id=None if fixed_steps else list(policy.eos_ids),  # fixed steps: never stop early
         )  # fmt: skip
+        # transformers fills every unset field from the model's own generation config (a checkpoint's
+        # repetition penalty, its EOS under fixed steps): a blank one there, so only the policy's distribution acts
+        base = policy.model.get_base_model() if hasattr(policy.model, "get_base_model") else policy.model
+        saved, base.generation_config = base.generation_config, GenerationConfig()
         start = time.perf_counter()
-        with torch.no_grad():
-            out = policy.model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                logits_processor=LogitsProcessorList([pick]),
-            )  # fmt: skip
+        try:
+            with torch.no_grad():
+                out = policy.model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                    logits_processor=LogitsProcessorList([pick]),
+                )  # fmt: skip
+        finally:
+            base.generation_config = saved
         forward_s = time.perf_counter() - start
         tokens = out[:, ids.shape[1] :].cpu()  # [B, C]
         logps = torch.stack(pick.logprobs, 1).cpu()  # [B, C]

@@ -32,12 +32,26 @@ def _inner(model: nn.Module) -> nn.Module | None:
     return inner if isinstance(getattr(inner, "layers", None), nn.ModuleList) else None
 
 
+VERIFIED = ("llama", "mistral", "qwen2", "qwen3")
+"""Model types whose decoder forward passes ``inputs_embeds`` straight to the first layer run and treats every
+layer alike (with one kind of attention), so a cut at any layer computes what the whole model does above it.
+Others may scale the embeddings inside the forward (Granite) or pick each layer's mask or rotary embedding
+by its position in the list (Gemma 2 and 3, mixed sliding-window layers): there the cut is off."""
+
+
 def trunk_boundary(model: nn.Module) -> tuple[int | None, str]:
     """``(j, why)``: the first decoder layer with a trainable parameter when the layers below it and the
-    embeddings have none (``j >= 1``), else ``(None, the reason)``."""
+    embeddings have none (``j >= 1``) and the architecture is one the cut is verified for, else
+    ``(None, the reason)``."""
     inner = _inner(model)
     if inner is None:
         return None, "the model has no model.layers list of decoder layers"
+    config = getattr(inner, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind not in VERIFIED:
+        return None, f"the cut is verified for {', '.join(VERIFIED)} models, not {kind}"
+    if len(set(getattr(config, "layer_types", None) or ["one"])) > 1:
+        return None, "the layers mix attention kinds (layer_types), picked by their position in the list"
     trainable = [any(p.requires_grad for p in layer.parameters()) for layer in inner.layers]
     if not any(trainable):
         return None, "no decoder layer is trained"

@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from msgrpo.observe.curves import CURVES_FILE, plot_run
+from msgrpo.observe.curves import CURVES_FILE, REFERENCES_FILE, plot_run
+
+__all__ = ["CURVES_FILE", "REFERENCES_FILE", "main", "plot_run"]  # (msgrpo.plot's names, for the old path)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -344,3 +344,9 @@ def test_length_neutral_episode_return_by_hand():
 
     with pytest.raises(ConfigError, match="length_neutral must be true or false"):
         EpisodeReturn(length_neutral="yes")
+    with pytest.raises(ConfigError, match="length_neutral needs stats_over: episodes"):
+        EpisodeReturn(length_neutral=True, stats_over="steps")
+    from msgrpo.components.credit import TerminalOnly
+
+    with pytest.raises(ConfigError, match="TerminalOnly: length_neutral needs"):
+        TerminalOnly(length_neutral=True)
