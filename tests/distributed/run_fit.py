@@ -117,6 +117,8 @@ def main() -> None:
         "train_forwards": COUNTS["train"],
         "train_backwards": COUNTS["backward"],
         "fixed_generation_steps": cli.model.policy.lockstep,
+        "rollbacks": cli.model.rollbacks,  # the run's totals (loss/* counters count the last iteration's)
+        "skipped_updates": cli.model.guard.skipped,
         "metrics": metrics,
         "eval": cli.model.eval_results,
         "selection": selection,
