@@ -141,23 +141,44 @@ def test_learning_snake_benchmark_reports_every_policy(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.slow
-def test_learning_benchmarks_run_each_seed_in_its_own_process_and_aggregate(tmp_path, capsys, monkeypatch):
+def test_learning_benchmarks_run_a_grid_of_seeds_and_float_paths_each_in_its_own_process(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.setenv("MSGRPO_THREADS", "1")
     small = SMALL_ROLLOUT
-    argv = ["--max-iterations", "1", "--episodes", "2", "--seeds", "3", "4", "--parallel", "2"]
+    argv = ["--max-iterations", "1", "--episodes", "2", "--seeds", "3", "4", "--float-paths", "native@1", "budget@1",
+            "avx2@2", "--parallel", "2"]  # fmt: skip
     result = load("learning_frozen_lake").main([*argv, "--out", str(tmp_path), "--", *small])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
-    assert result["seeds"] == [3, 4] and result["n"] == 2 and set(result["per_seed"]) == {"3", "4"}
-    for seed, run_result in result["per_seed"].items():
-        assert run_result["seed"] == int(seed) and run_result["iterations"] == 1 and run_result["threads"] == 1
-        assert run_result["target"] == 0.95  # the classic map's (random maps: 0.5)
-        assert run_result["met_target"] == (
-            run_result["final_success_rate"] >= 0.95 and run_result["final_success_rate_sampled"] >= 0.95
-        )
-        assert (tmp_path / f"seed_{seed}.log").is_file() and (tmp_path / f"seed_{seed}").is_dir()
-    assert result["met_target"] == sum(r["met_target"] for r in result["per_seed"].values())
-    assert result["summary"]["iterations"]["mean"] == 1.0
+    assert result["seeds"] == [3, 4] and result["n"] == 6
+    assert result["float_paths"] == ["avx2@2", "budget@1", "native@1"]
+    runs = {(r["seed"], r["float_path"], r["threads"]): r for r in result["runs"]}
+    assert set(runs) == {(s, p, t) for s in (3, 4) for p, t in (("native", 1), ("budget", 1), ("avx2", 2))}
+    for (seed, path, threads), run in runs.items():
+        assert "error" not in run, run
+        assert run["iterations"] == 1 and run["threads"] == threads  # the path's threads reached the run
+        assert run["target"] == 0.95  # the classic map's (random maps: 0.5)
+        assert run["met_target"] == (run["final_success_rate"] >= 0.95 and run["final_success_rate_sampled"] >= 0.95)
+        name = f"{path}-{threads}t-seed_{seed}"
+        assert (tmp_path / f"{name}.log").is_file() and (tmp_path / name).is_dir()
+    (config,) = (tmp_path / "budget-1t-seed_3").rglob("config.yaml")
+    assert "token_budget: 4096" in config.read_text()  # the budget path's argument reached the recipe
+    passed = sum(r["met_target"] for r in result["runs"])
+    assert result["met_target"] == passed and result["pass_rate"] == pytest.approx(passed / 6, abs=1e-4)
+    low, high = result["pass_rate_ci95"]
+    assert 0 <= low <= passed / 6 <= high <= 1
+    assert result["summary"]["iterations"]["mean"] == 1.0 and result["summary"]["iterations"]["min"] == 1.0
+    recorded = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert len(recorded) == 6  # each run appended as it finished
+
+
+def test_wilson_interval_by_hand(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    common = load("common")
+    low, high = common.wilson_interval(24, 24)  # all pass: the interval still admits failures
+    # centre (1 + z²/48) / (1 + z²/24) = 0.93101, half-width z sqrt(z²/(4 n²)) / (1 + z²/24) = 0.06899
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.8620, abs=1e-4)
+    low, high = common.wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    assert common.float_path("native@1", 2) == ("native", 1) and common.float_path("avx2", 2) == ("avx2", 2)
 
 
 @pytest.mark.slow
