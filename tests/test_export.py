@@ -60,6 +60,9 @@ def test_export_round_trip_logits(tmp_path, lora):
     settings = json.loads((out / export.POLICY_FILE).read_text())
     assert settings["response_prefix"] == "<action>" and settings["lora"] == ("merged" if lora else None)
     assert settings["allowed_tokens"] == (["left", "down", "right", "up"] if lora else None)
+    # the whole sampling distribution, the exploration floor included (it is part of the policy)
+    assert settings["exploration_floor"] == policy.distribution.floor and settings["temperature"] == policy.temperature
+    assert settings["allowed_token_ids"] == policy.distribution.allowed_ids
 
 
 @pytest.mark.slow

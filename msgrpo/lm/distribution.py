@@ -78,6 +78,15 @@ class SamplingDistribution:
     floor: float = 0.0
     _mask: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
+    def settings(self, tokenizer=None) -> dict:
+        """The whole distribution as plain settings (what an export writes beside the weights): temperature,
+        top-k, top-p, the exploration floor and the allowed tokens (ids, and their text with ``tokenizer``)."""
+        out = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+               "exploration_floor": self.floor, "allowed_token_ids": self.allowed_ids}  # fmt: skip
+        if tokenizer is not None and self.allowed_ids is not None:
+            out["allowed_tokens"] = tokenizer.convert_ids_to_tokens(list(self.allowed_ids))
+        return out
+
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ConfigError("temperature must be > 0", setting="temperature", value=self.temperature)

@@ -116,10 +116,8 @@ def export_policy(policy: LanguagePolicy, out: str | Path, adapter_only: bool = 
         "base_model": policy.model_name_or_path,
         "lora": "adapter" if adapter_only else ("merged" if policy.uses_lora else None),
         "response_prefix": policy.response_prefix,
-        "temperature": policy.temperature,
-        "top_k": policy.top_k,
-        "top_p": policy.top_p,
         "max_new_tokens": policy.max_new_tokens,
+        **policy.distribution.settings(),  # the whole sampling distribution, from where it is defined
         "allowed_tokens": policy.allowed_tokens,
     }
     (out / POLICY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
