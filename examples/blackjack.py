@@ -4,7 +4,7 @@ A :class:`~msgrpo.game.TextGame` says how to build the env, what the rules are a
 text; the framework does the rest (chat messages, parsing the ``<action>`` tag, the fallback move and
 format penalty for text that names no action, success, evaluation panels, reference players).
 
-    PYTHONPATH=examples python -m msgrpo.recipes.snake fit --data.game=blackjack.Blackjack \\
+    PYTHONPATH=examples python -m msgrpo.recipes.frozen_lake fit --data.game=blackjack.Blackjack \\
         --model.policy.init_args.allowed_tokens=null --model.policy.init_args.max_new_tokens=4
 """
 
