@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from msgrpo.tools.runs import FLOAT_PATHS, Run, add_grid_arguments, float_path, grid, run_each, wilson_interval
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -54,49 +53,12 @@ def curve(history: list[dict[str, float]], key: str = "rollout/success_rate", po
     return [(int(h["iteration"]), round(h.get(key, float("nan")), 3)) for h in history[::step]]
 
 
-FLOAT_PATHS: dict[str, tuple[dict[str, str], list[str]]] = {
-    # name -> (environment set before the run's process starts, extra recipe arguments)
-    "native": ({}, []),
-    # ATen's AVX2 kernels and MKL's AVX2 branch: on an AVX-512 CPU the path of AVX2-only CPUs; on AMD CPUs MKL
-    # supports no pinned branch and takes its automatic CNR mode (itself another path than the native one)
-    "avx2": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}, []),
-    # the same maths by the framework's own invariant, another summation order: 4x smaller micro-batches
-    "budget": ({}, ["--data.token_budget=4096"]),
-    # ATen's scalar kernels and MKL's compatible branch: slow (2-3x), for spot checks
-    "scalar": ({"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}, []),
-    # the recipes' --reproducible switch (msgrpo.reproducible): the same numbers on every x86-64 CPU
-    "reproducible": ({}, ["--reproducible=true"]),
-}
-"""Float paths a learning study samples: each changes the run's rounding the way another machine would."""
+__all__ = ["FLOAT_PATHS", "add_seed_arguments", "float_path", "grid", "wilson_interval"]  # (the grid's parts)
 
 
 def add_seed_arguments(parser) -> None:
-    """``--seeds``, ``--float-paths`` (one process per run when several) and ``--parallel``."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (seed_everything)")
-    parser.add_argument(
-        "--float-paths",
-        nargs="+",
-        default=["native"],
-        metavar="PATH[@THREADS]",
-        help=f"float paths of the grid, each with an optional thread count (native@1): {', '.join(FLOAT_PATHS)}",
-    )
-    parser.add_argument("--threads", type=int, default=2, help="threads of a path given without @THREADS")
-    parser.add_argument(
-        "--parallel", type=int, default=1, help="runs at once (each in its own process; 2 cores: at most 2)"
-    )
-
-
-def float_path(spec: str, threads: int) -> tuple[str, int]:
-    """``"native@1"`` -> ``("native", 1)``; a path without ``@`` gets ``threads``."""
-    name, _, count = spec.partition("@")
-    if name not in FLOAT_PATHS:
-        raise SystemExit(f"error: unknown float path {name!r} (known: {', '.join(FLOAT_PATHS)})")
-    return name, int(count) if count else threads
-
-
-def grid(args) -> list[tuple[int, str, int]]:
-    """The runs ``(seed, path, threads)`` of the parsed ``--seeds`` and ``--float-paths``."""
-    return [(seed, *float_path(spec, args.threads)) for spec in args.float_paths for seed in args.seeds]
+    """``--seeds``, ``--float-paths`` (one process per run when several), ``--threads`` and ``--parallel``."""
+    add_grid_arguments(parser)
 
 
 def path_arguments(args) -> list[str]:
@@ -127,41 +89,17 @@ def _strip(argv: list[str], options: dict[str, int]) -> list[str]:
     return out + sep + tail
 
 
-def run_grid(script: str, argv: list[str], runs: list[tuple[int, str, int]], parallel: int, out: str) -> list[dict]:
-    """Run ``script`` once per ``(seed, float path, threads)``, each in its own process (``parallel`` at
-    once) with the path's environment and thread count set before it starts; each run's last JSON line,
-    tagged with its seed, path and threads.
-
-    Each run writes ``<out>/<path>-<threads>t-seed_<k>.log`` (everything it printed) and trains into the
-    folder of the same name. A run's result is appended to ``<out>/runs.jsonl`` as soon as it finishes, so
-    a long study keeps every finished run when it is interrupted.
-    """
+def run_grid(script: str, argv: list[str], runs: list[Run], parallel: int, out: str) -> list[dict]:
+    """Run the benchmark ``script`` once per run of the grid (:func:`msgrpo.tools.runs.run_each`: its own
+    process with the path's environment), each training into ``<out>/<path>-<threads>t-seed_<k>``; each
+    run's last JSON line, tagged with its seed, path and threads."""
     base = _strip(argv, {"--seeds": -1, "--parallel": 1, "--out": 1, "--float-paths": -1, "--threads": 1})
-    Path(out).mkdir(parents=True, exist_ok=True)
 
-    def one(run: tuple[int, str, int]) -> dict:
-        seed, path, threads = run
-        name = f"{path}-{threads}t-seed_{seed}"
-        log = Path(out) / f"{name}.log"
-        cmd = [sys.executable, script, "--seeds", str(seed), "--float-paths", f"{path}@{threads}",
-               "--out", str(Path(out) / name), *base]  # fmt: skip
-        env = {**os.environ, **FLOAT_PATHS[path][0], "MSGRPO_THREADS": str(threads)}
-        start = time.perf_counter()
-        with open(log, "w") as handle:
-            proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
-        lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
-        tag = {"seed": seed, "float_path": path, "threads": threads}
-        if proc.returncode != 0 or not lines:
-            result = {**tag, "error": f"exit {proc.returncode}, see {log}", "met_target": False}
-        else:
-            result = {**json.loads(lines[-1]), **tag}
-        with open(Path(out) / "runs.jsonl", "a") as handle:
-            handle.write(json.dumps(result) + "\n")
-        print(f"{name}: {time.perf_counter() - start:.0f} s, met target: {result.get('met_target')}", flush=True)
-        return result
+    def command(run: Run) -> list[str]:
+        return [sys.executable, script, "--seeds", str(run.seed), "--float-paths", f"{run.path}@{run.threads}",
+                "--out", str(Path(out) / run.name), *base]  # fmt: skip
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, runs))
+    return run_each(runs, command, out, parallel)
 
 
 def study(script: str, argv: list[str] | None, args, metrics: list[str]) -> dict | None:
@@ -174,16 +112,6 @@ def study(script: str, argv: list[str] | None, args, metrics: list[str]) -> dict
                        metrics)  # fmt: skip
     print(json.dumps(result), flush=True)
     return result
-
-
-def wilson_interval(passed: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a pass rate ``passed / n`` (sensible at 0 and at n)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = passed / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def aggregate(runs: list[dict], metrics: list[str]) -> dict:

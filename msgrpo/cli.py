@@ -77,6 +77,9 @@ class ShortErrorParser(LightningArgumentParser):
 
 _KEY = re.compile(r'Parser key "([^"]+)":')
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+_CHECKS = ("__init__", "__post_init__", "validate")
+"""Methods whose ``self`` owns a bad setting they raise on: constructors, and the sampler's ``validate``
+(:meth:`~msgrpo.components.samplers.EpisodeSampler.validate`, which the data module calls)."""
 
 
 def one_line(message: str) -> str:
@@ -164,7 +167,7 @@ class MSGRPOCLI(LightningCLI):
             raise ConfigError(self._name_setting(err)) from err
 
     def _name_setting(self, err: ValueError) -> str:
-        """The error's message, led by the configuration key of the object whose constructor raised it."""
+        """The error's message, led by the configuration key of the object whose check (:data:`_CHECKS`) raised it."""
         chain = [err]  # jsonargparse may wrap the constructor's error (union types): find the original
         while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
             chain.append(cause)
@@ -181,18 +184,15 @@ class MSGRPOCLI(LightningCLI):
                 continue
         owner = None
         tb = err.__traceback__
-        while tb is not None:  # the innermost constructor of a configured class owns the setting
+        while tb is not None:  # the innermost check (_CHECKS) of a configured class owns the setting
             frame = tb.tb_frame
-            obj = frame.f_locals.get("self") if frame.f_code.co_name in ("__init__", "__post_init__") else None
+            obj = frame.f_locals.get("self") if frame.f_code.co_name in _CHECKS else None
             owner = keys.get(type(obj), owner)
             tb = tb.tb_next
-        message = getattr(err, "message", None) or str(err)
-        setting = getattr(err, "setting", None)
-        head, _, rest = message.partition(": ")
-        if rest and head.isidentifier() and setting and rest.startswith(setting):
-            message = rest  # "Uniform: num_episodes must ..." -> "num_episodes must ..."
         if owner is None:
-            return message
+            return str(err)
+        message = getattr(err, "detail", None) or str(err)  # the configuration key replaces the class name
+        setting = getattr(err, "setting", None)
         if setting and message.startswith(setting):
             return f"{owner}.{message}"
         return f"{owner}: {message}"

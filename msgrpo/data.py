@@ -134,11 +134,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.game = game
         self.credit_assigner = credit_assigner or EpisodeReturn()
         self.sampler = sampler or AbsoluteAdvantageWeighted(num_episodes=max(1, num_groups * group_size // 2))
-        try:
-            self.sampler.validate(num_groups * group_size)
-        except ConfigError as err:
-            _, _, rest = err.message.partition(": ")
-            raise ConfigError(f"sampler.init_args.{rest or err.message}", setting="sampler") from err
+        self.sampler.validate(num_groups * group_size)  # (the CLI names the sampler's own configuration key)
         self.num_groups = num_groups
         self.group_size = group_size
         self.num_minibatches = num_minibatches

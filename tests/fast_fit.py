@@ -1,5 +1,5 @@
-"""The one "small run" argument list of the tests that check training mechanics (checkpoints, export,
-faults, strategies), not learning."""
+"""The one "small run" of the tests that check training mechanics (checkpoints, export, faults, strategies),
+not learning: its CLI argument lists, and for tests that build their objects in Python, its ``Trainer``."""
 
 import os
 import signal
@@ -31,6 +31,15 @@ FAST_FIT = [
 def run_dir(root: Path | str) -> list[str]:
     """Arguments that put a run's checkpoints and logs under ``root`` (the logger's ``save_dir`` follows)."""
     return [f"--trainer.default_root_dir={root}"]
+
+
+def plain_trainer(root: Path | str, **kwargs) -> L.Trainer:
+    """The same quiet, small run for tests that build a ``Trainer`` in Python: no validation, logger, progress
+    bar, model summary or checkpoints, under ``root``; ``kwargs`` (``max_epochs=...``) on top."""
+    return L.Trainer(
+        limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=root, enable_checkpointing=False, **kwargs,
+    )  # fmt: skip
 
 
 class SignalAt(L.Callback):

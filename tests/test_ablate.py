@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from msgrpo import ablate, report
+from msgrpo.tools import ablate, report
 
 TINY = [
     "--trainer.max_epochs=1",

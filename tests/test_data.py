@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fast_fit import plain_trainer
 
 from msgrpo.components.credit import EpisodeReturn
 from msgrpo.components.games import FrozenLake
@@ -68,15 +69,6 @@ def test_bad_settings_are_config_errors():
         RolloutDataModule(FrozenLake(), eval_scenarios=["moon"])
 
 
-def _plain_trainer(tmp_path, **kwargs):
-    import lightning as L
-
-    return L.Trainer(
-        limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, enable_checkpointing=False, **kwargs,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_a_plain_trainer_plays_fresh_episodes_every_epoch(tiny_policy_factory, tmp_path):
     # no reload_dataloaders_every_n_epochs: the data module sets it, so every epoch is a new rollout
@@ -90,7 +82,7 @@ def test_a_plain_trainer_plays_fresh_episodes_every_epoch(tiny_policy_factory, t
         return make_iteration(module, iteration)
 
     data.make_iteration = spy
-    trainer = _plain_trainer(tmp_path, max_epochs=3)
+    trainer = plain_trainer(tmp_path, max_epochs=3)
     trainer.fit(_module(policy), datamodule=data)
     assert played == [0, 1, 2]
     assert trainer.reload_dataloaders_every_n_epochs == 1
@@ -100,7 +92,7 @@ def test_a_plain_trainer_plays_fresh_episodes_every_epoch(tiny_policy_factory, t
 def test_reloading_dataloaders_less_often_is_a_config_error(tiny_policy_factory, tmp_path):
     policy = tiny_policy_factory(max_new_tokens=1, response_prefix="<action>")
     data = RolloutDataModule(FrozenLake(), num_groups=1, group_size=2)
-    trainer = _plain_trainer(tmp_path, max_epochs=2, reload_dataloaders_every_n_epochs=2)
+    trainer = plain_trainer(tmp_path, max_epochs=2, reload_dataloaders_every_n_epochs=2)
     with pytest.raises(ConfigError, match="reload_dataloaders_every_n_epochs must be 1"):
         trainer.fit(_module(policy), datamodule=data)
 

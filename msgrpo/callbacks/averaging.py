@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from msgrpo.errors import ConfigError
+from msgrpo.errors import ConfigError, require
 
 LIVE_KEY = "msgrpo_live_weights"
 
@@ -45,6 +45,11 @@ def require_max_epochs(trainer: L.Trainer, owner: str) -> int:
             value=trainer.max_epochs,
         )
     return trainer.max_epochs
+
+
+def check_start(start: float, owner: str) -> None:
+    """Raise :class:`ConfigError` naming ``owner`` unless ``start`` is a fraction of the run in ``[0, 1)``."""
+    require(isinstance(start, (int, float)) and 0.0 <= start < 1.0, "start", "a fraction in [0, 1)", start, owner=owner)
 
 
 def window_start(trainer: L.Trainer, start: float, owner: str) -> int:
@@ -84,8 +89,7 @@ class PolicyAveraging(L.Callback):
     """
 
     def __init__(self, start: float = 0.75) -> None:
-        if not (isinstance(start, (int, float)) and 0.0 <= start < 1.0):
-            raise ConfigError("PolicyAveraging: start must be a fraction in [0, 1)", setting="start", value=start)
+        check_start(start, type(self).__name__)
         self.start = float(start)
         self.count = 0  # iterations averaged so far
         self.counted_epoch = -1  # the last iteration whose end-of-iteration weights are in the average

@@ -28,8 +28,14 @@ from typing import Any
 import lightning as L
 import torch
 
-from msgrpo.callbacks.averaging import PolicyAveraging, at_iteration_end, trainable_parameters, window_start
-from msgrpo.errors import ConfigError
+from msgrpo.callbacks.averaging import (
+    PolicyAveraging,
+    at_iteration_end,
+    check_start,
+    trainable_parameters,
+    window_start,
+)
+from msgrpo.errors import ConfigError, require
 from msgrpo.evaluation import PANEL_SEED, Scenario, build_panel
 
 VALIDATION_SEED = 2 * PANEL_SEED
@@ -59,12 +65,11 @@ class BestPolicy(L.Callback):
         scenarios: list[str] | None = None,
         seed: int = VALIDATION_SEED,
     ) -> None:
-        if not (isinstance(every_n_epochs, int) and every_n_epochs >= 1):
-            raise ConfigError("BestPolicy: every_n_epochs must be >= 1", setting="every_n_epochs", value=every_n_epochs)
-        if not (isinstance(start, (int, float)) and 0.0 <= start < 1.0):
-            raise ConfigError("BestPolicy: start must be a fraction in [0, 1)", setting="start", value=start)
-        if not (isinstance(episodes, int) and episodes >= 1):
-            raise ConfigError("BestPolicy: episodes must be >= 1", setting="episodes", value=episodes)
+        name = type(self).__name__
+        every_ok = isinstance(every_n_epochs, int) and every_n_epochs >= 1
+        require(every_ok, "every_n_epochs", ">= 1", every_n_epochs, owner=name)
+        check_start(start, name)
+        require(isinstance(episodes, int) and episodes >= 1, "episodes", ">= 1", episodes, owner=name)
         self.every_n_epochs, self.start, self.episodes = every_n_epochs, float(start), episodes
         self.scenarios, self.seed = scenarios, seed
         self.panel: list[Scenario] = []
@@ -142,11 +147,12 @@ class BestPolicy(L.Callback):
         overlap = used & {seed for s in self.panel for seed in s.seeds}
         if overlap:
             raise ConfigError(
-                f"BestPolicy: the validation seeds overlap the evaluation panel's ({len(overlap)} shared, e.g. "
-                f"{min(overlap)}): selecting on them would make the final evaluation no longer held out; pick a "
-                f"seed at least {max(used) + 1}",
+                f"the validation seeds overlap the evaluation panel's ({len(overlap)} shared, e.g. {min(overlap)}): "
+                f"selecting on them would make the final evaluation no longer held out; pick a seed at least "
+                f"{max(used) + 1}",
                 setting="seed",
                 value=self.seed,
+                owner=type(self).__name__,
             )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -34,7 +34,7 @@ from msgrpo.components.returns import (
     group_normalize,
     length_neutral,
 )
-from msgrpo.errors import ConfigError
+from msgrpo.errors import ConfigError, require
 
 __all__ = [
     "EPS", "AnchorState", "CreditAssigner", "DiscountedReturn", "EpisodeReturn", "LeaveOneOut", "StepReward",
@@ -43,13 +43,15 @@ __all__ = [
 
 
 def _check_gamma(name: str, gamma: float) -> None:
-    if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
-        raise ConfigError(f"{name}: gamma must be in [0, 1]", setting="gamma", value=gamma)
+    require(isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0, "gamma", "in [0, 1]", gamma, owner=name)
+
+
+def _finite_non_negative(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
 
 
 def _check_stats_over(name: str, stats_over: str) -> None:
-    if stats_over not in ("episodes", "steps"):
-        raise ConfigError(f"{name}: stats_over must be 'episodes' or 'steps'", setting="stats_over", value=stats_over)
+    require(stats_over in ("episodes", "steps"), "stats_over", "'episodes' or 'steps'", stats_over, owner=name)
 
 
 def _episode_level_advantages(
@@ -81,10 +83,8 @@ class CreditAssigner(ABC):
 
     def __init__(self, scale_by_std: bool = True, eps: float = EPS) -> None:
         name = type(self).__name__
-        if not isinstance(scale_by_std, bool):
-            raise ConfigError(f"{name}: scale_by_std must be true or false", setting="scale_by_std", value=scale_by_std)
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ConfigError(f"{name}: eps must be a finite number >= 0", setting="eps", value=eps)
+        require(isinstance(scale_by_std, bool), "scale_by_std", "true or false", scale_by_std, owner=name)
+        require(_finite_non_negative(eps), "eps", "a finite number >= 0", eps, owner=name)
         self.scale_by_std = scale_by_std
         self.eps = float(eps)
 
@@ -183,17 +183,16 @@ class EpisodeReturn(EpisodeAssigner):
         length_neutral: bool = False,
     ) -> None:
         super().__init__(scale_by_std, eps)
-        _check_stats_over(type(self).__name__, stats_over)
-        if not isinstance(length_neutral, bool):
-            raise ConfigError(
-                "EpisodeReturn: length_neutral must be true or false", setting="length_neutral", value=length_neutral
-            )
+        name = type(self).__name__
+        _check_stats_over(name, stats_over)
+        require(isinstance(length_neutral, bool), "length_neutral", "true or false", length_neutral, owner=name)
         if length_neutral and (stats_over != "episodes" or type(self).assign is not EpisodeReturn.assign):
             raise ConfigError(
-                f"{type(self).__name__}: length_neutral needs stats_over: episodes and EpisodeReturn's own spread of "
-                "the advantage over the steps (the group's step advantages then sum to 0)",
+                "length_neutral needs stats_over: episodes and EpisodeReturn's own spread of the advantage over the "
+                "steps (the group's step advantages then sum to 0)",
                 setting="length_neutral",
                 value=length_neutral,
+                owner=name,
             )
         self.stats_over = stats_over
         self.length_neutral = length_neutral
@@ -300,8 +299,7 @@ class AnchorState(EpisodeReturn):
     ) -> None:
         super().__init__(scale_by_std, stats_over, eps)
         name = type(self).__name__
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ConfigError(f"{name}: weight must be a finite number >= 0", setting="weight", value=weight)
+        require(_finite_non_negative(weight), "weight", "a finite number >= 0", weight, owner=name)
         _check_gamma(name, gamma)
         self.weight = float(weight)
         self.gamma = float(gamma)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from msgrpo.errors import ConfigError
+from msgrpo.errors import ConfigError, require
 
 
 class EpisodeSampler(ABC):
@@ -59,8 +59,7 @@ class EpisodeSampler(ABC):
 
 
 def _check_positive_int(name: str, what: str, k: object) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"{name}: {what} must be an integer >= 1", setting=what, value=k)
+    require(isinstance(k, int) and not isinstance(k, bool) and k >= 1, what, "an integer >= 1", k, owner=name)
 
 
 def _check_count(
@@ -74,7 +73,7 @@ def _check_count(
 ) -> None:
     _check_positive_int(name, what, k)
     if not replacement and k > available:
-        raise ConfigError(f"{name}: {what}={k} exceeds the {available} {pool}; {hint}", setting=what)
+        raise ConfigError(f"{what}={k} exceeds the {available} {pool}; {hint}", setting=what, owner=name)
 
 
 def _check_inputs(name: str, advantages: torch.Tensor, returns: torch.Tensor, group_ids: torch.Tensor) -> None:
@@ -229,14 +228,15 @@ class AbsoluteAdvantageWeighted(EpisodeSampler):
         fill: bool = False,
         reweight: bool = False,
     ) -> None:
-        _check_positive_int(type(self).__name__, "num_episodes", num_episodes)
-        if scheme not in self.SCHEMES:
-            raise ConfigError(f"scheme must be one of {list(self.SCHEMES)}", setting="scheme", value=scheme)
+        name = type(self).__name__
+        _check_positive_int(name, "num_episodes", num_episodes)
+        require(scheme in self.SCHEMES, "scheme", f"one of {list(self.SCHEMES)}", scheme, owner=name)
         if reweight and scheme == "successive":
             raise ConfigError(
                 "reweight needs scheme 'proportional' or 'replacement' (successive draws have no closed-form "
                 "inclusion probabilities)",
                 setting="reweight",
+                owner=name,
             )
         self.num_episodes = num_episodes
         self.scheme = scheme
@@ -335,10 +335,9 @@ class GroupVarianceFilter(EpisodeSampler):
 
     def __init__(self, keep_fraction: float = 0.5, keep_groups: int | None = None) -> None:
         name = type(self).__name__
-        if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, (int, float)):
-            raise ConfigError(f"{name}: keep_fraction must be a number in (0, 1]", "keep_fraction", keep_fraction)
-        if not (0.0 < keep_fraction <= 1.0):
-            raise ConfigError(f"{name}: keep_fraction must be in (0, 1]", "keep_fraction", keep_fraction)
+        number = isinstance(keep_fraction, (int, float)) and not isinstance(keep_fraction, bool)
+        require(number, "keep_fraction", "a number in (0, 1]", keep_fraction, owner=name)
+        require(0.0 < keep_fraction <= 1.0, "keep_fraction", "in (0, 1]", keep_fraction, owner=name)
         if keep_groups is not None:
             _check_positive_int(name, "keep_groups", keep_groups)
         self.keep_fraction = float(keep_fraction)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from msgrpo.errors import ConfigError
+from msgrpo.errors import require
 
 
 def truncate(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -88,19 +88,15 @@ class SamplingDistribution:
         return out
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError("temperature must be > 0", setting="temperature", value=self.temperature)
-        if self.top_k < 0:
-            raise ConfigError("top_k must be >= 0 (0 = off)", setting="top_k", value=self.top_k)
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError("top_p must be in (0, 1] (1 = off)", setting="top_p", value=self.top_p)
-        if not 0.0 <= self.floor < 1.0 or (self.floor > 0 and self.allowed_ids is None):
-            raise ConfigError(
-                "exploration_floor must be in [0, 1), and above 0 only with allowed_tokens (it spreads "
-                "probability over them)",
-                setting="exploration_floor",
-                value=self.floor,
-            )
+        require(self.temperature > 0, "temperature", "> 0", self.temperature)
+        require(self.top_k >= 0, "top_k", ">= 0 (0 = off)", self.top_k)
+        require(0.0 < self.top_p <= 1.0, "top_p", "in (0, 1] (1 = off)", self.top_p)
+        require(
+            0.0 <= self.floor < 1.0 and (self.floor == 0 or self.allowed_ids is not None),
+            "exploration_floor",
+            "in [0, 1), and above 0 only with allowed_tokens (it spreads probability over them)",
+            self.floor,
+        )
 
     @property
     def truncated(self) -> bool:

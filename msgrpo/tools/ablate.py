@@ -6,10 +6,11 @@
 
 A variant is ``name=overlay`` where the overlay is a packaged config name (``sampler_uniform.yaml``) or a
 path, optionally followed by extra arguments after commas (``lr3=base.yaml,--model.optimizer.init_args.lr=3e-3``).
-Each variant runs through :func:`msgrpo.tools.report.run_seeds` (the multi-seed report machinery) into
-``<out>/<name>/seed_<k>``; the table gives, per scenario, the final evaluation success rate and return as
-mean ± 95% CI, the area under the evaluation success curve, the training-rollout return of the last
-iteration (mean ± 95% CI) and its area under the curve, and the mean wall-clock per run.
+Each variant runs through :func:`msgrpo.tools.report.run_seeds` (each run its own process; ``--float-paths`` and
+``--parallel`` as in ``msgrpo.tools.report``) into ``<out>/<name>/seed_<k>``; the table gives, per scenario, the
+final evaluation success rate and return as mean ± 95% CI, the area under the evaluation success curve, the
+training-rollout return of the last iteration (mean ± 95% CI) and its area under the curve, and the mean wall-
+clock per run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from msgrpo.tools.report import aggregate, mean_ci, read_metrics, read_walls, run_seeds, write_report
+from msgrpo.tools.runs import add_grid_arguments
 
 
 def parse_variant(spec: str) -> tuple[str, list[str]]:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    add_grid_arguments(parser, default_seeds=[0, 1, 2, 3])
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="name=overlay[,args]")
     parser.add_argument("--out", default="reports/ablation")
     parser.add_argument("--aggregate-only", action="store_true", help="only aggregate existing runs")
@@ -122,10 +124,11 @@ def main(argv: list[str] | None = None) -> dict:
         vdir = out / name
         walls: dict[str, float] = {}
         if args.aggregate_only:
-            dirs = {p.name: p for p in sorted(vdir.glob("seed_*"))}
+            dirs = {p.name: p for p in sorted(vdir.glob("*seed_*")) if p.is_dir()}
             walls = read_walls(dirs)
         else:
-            dirs, _, walls = run_seeds(args.recipe, args.seeds, vdir, [*variant_args, *common])
+            dirs, walls = run_seeds(args.recipe, args.seeds, vdir, [*variant_args, *common], args.float_paths,
+                                       args.threads, args.parallel)  # fmt: skip
         runs = {n: read_metrics(d) for n, d in dirs.items()}
         summary = aggregate(runs)
         summary["rollout"] = aggregate(runs, prefix="rollout/")

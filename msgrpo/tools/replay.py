@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from msgrpo.errors import ConfigError
+from msgrpo.errors import ConfigError, require
 from msgrpo.evaluation import Scenario
 from msgrpo.tools.export import build_run, load_checkpoint
 from msgrpo.types import Episode
@@ -93,8 +93,7 @@ def main(argv: Sequence[str] | None = None) -> list[Episode]:
         names = [s.name for s in data.panel]
         if args.scenario is not None and args.scenario not in names:
             raise ConfigError(f"--scenario {args.scenario!r} is not in the panel; choose from {names}")
-        if args.episodes < 1:
-            raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+        require(args.episodes >= 1, "--episodes", ">= 1", args.episodes)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

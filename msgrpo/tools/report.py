@@ -3,26 +3,27 @@
     python -m msgrpo.tools.report --recipe frozen_lake --seeds 0 1 2 --out reports/frozen_lake -- \\
         --trainer.max_epochs=60 --trainer.check_val_every_n_epoch=10
 
-Each seed runs sequentially in this process (on a cluster, launch one job per seed with any launcher and
-aggregate their run directories with ``--aggregate-only``). For every evaluation scenario and metric the
-report gives, per iteration, the mean, the std, the 95% confidence interval of the mean (Student t) and the
-best run; the bar chart compares the final evaluation with reference policies (random; value-iteration
-optimal for Frozen Lake; the greedy scripted policy for Snake) and states each result as a fraction of the
-best reference.
+Each run is its own process (``msgrpo.tools.runs``, the one multi-seed runner), ``--parallel`` at once;
+``--float-paths native avx2 budget`` adds the float paths of another machine to the grid. On a cluster,
+launch one job per seed with any launcher and aggregate their run directories with ``--aggregate-only``.
+
+For every evaluation scenario and metric the report gives, per iteration, the mean, the std, the 95%
+confidence interval of the mean (Student t) and the best run; the bar chart compares the final evaluation with
+reference policies (random; value-iteration optimal for Frozen Lake; the greedy scripted policy for Snake) and
+states each result as a fraction of the best reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 from msgrpo.observe.curves import read_metrics
+from msgrpo.tools.runs import FLOAT_PATHS, Run, add_grid_arguments, float_path, run_each
 
 # Two-sided 95% Student t critical values by degrees of freedom (1..30); 1.96 beyond.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -212,45 +213,67 @@ def plot_report(summary: dict, out: Path, references: dict | None, title: str) -
     return files
 
 
-def run_seeds(recipe: str, seeds: list[int], out: Path, extra: list[str]) -> tuple[dict[str, Path], object, dict]:
-    """Run ``recipe`` fit once per seed (sequentially), each into ``out/seed_<k>``, then a final validate.
+def run_seeds(
+    recipe: str,
+    seeds: list[int],
+    out: Path,
+    extra: list[str],
+    paths: list[str] | None = None,
+    threads: int = 2,
+    parallel: int = 1,
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Fit ``recipe`` once per seed and float path (:func:`msgrpo.tools.runs.run_each`: each run in its own
+    process), each into ``out/seed_<k>`` (one float path) or ``out/<path>-<threads>t-seed_<k>``.
+
+    Args:
+        recipe: module under ``msgrpo.recipes``.
+        seeds: ``--seed_everything`` of each run.
+        out: report folder (runs, their logs and ``runs.jsonl`` go under it).
+        extra: recipe arguments of every run.
+        paths: float paths (``native``, ``avx2@1``, ...; default native), see ``runs.FLOAT_PATHS``.
+        threads: threads of a path given without ``@``.
+        parallel: runs at once.
 
     Returns:
-        ``(run name -> run dir, the game of the last run, run name -> wall seconds)``.
+        ``(run name -> run dir, run name -> wall seconds)`` of the runs that finished.
     """
-    module = importlib.import_module(f"msgrpo.recipes.{recipe}")
-    dirs, walls, game = {}, {}, None
-    for seed in seeds:
-        run_dir = out / f"seed_{seed}"
-        args = [
-            "fit",
-            f"--seed_everything={seed}",
-            f"--trainer.default_root_dir={run_dir}",
-            "--trainer.logger.init_args.version=0",
-            "--trainer.enable_progress_bar=false",
-            *extra,
-        ]
-        print(f"msgrpo.tools.report: {recipe} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        cli = module.main(args)
-        if cli.model.history and not _validated_last(cli):
-            cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
-        walls[f"seed_{seed}"] = time.perf_counter() - start
-        (run_dir / "wall_s.txt").write_text(f"{walls[f'seed_{seed}']:.3f}\n")
-        dirs[f"seed_{seed}"] = run_dir
-        game = cli.datamodule.game
-    return dirs, game, walls
+    runs = [Run(seed, *float_path(spec, threads)) for spec in paths or ["native"] for seed in seeds]
+    single = len({(r.path, r.threads) for r in runs}) == 1
+
+    def run_dir(run: Run) -> Path:
+        return out / (f"seed_{run.seed}" if single else run.name)
+
+    def command(run: Run) -> list[str]:
+        return [sys.executable, "-m", f"msgrpo.recipes.{recipe}", "fit", f"--seed_everything={run.seed}",
+                f"--trainer.default_root_dir={run_dir(run)}", "--trainer.logger.init_args.version=0",
+                "--trainer.enable_progress_bar=false", *FLOAT_PATHS[run.path][1], *extra]  # fmt: skip
+
+    print(f"msgrpo.tools.report: {recipe}, {len(runs)} runs -> {out}", file=sys.stderr, flush=True)
+    results = run_each(runs, command, out, parallel, result=lambda run, log: {"run_dir": str(run_dir(run))})
+    dirs, walls = {}, {}
+    for run, res in zip(runs, results):
+        if "error" in res:
+            print(f"msgrpo.tools.report: {run.name} failed: {res['error']}", file=sys.stderr, flush=True)
+            continue
+        name = run_dir(run).name
+        dirs[name], walls[name] = run_dir(run), res["wall_s"]
+        (run_dir(run) / "wall_s.txt").write_text(f"{res['wall_s']:.3f}\n")
+    return dirs, walls
+
+
+def recipe_game(recipe: str, extra: list[str], out: Path):
+    """The game a recipe's runs play (the recipe with ``extra`` built in this process, not fitted)."""
+    from msgrpo.cli import MSGRPOCLI, config_path
+
+    args = [*extra, f"--trainer.default_root_dir={out}"]
+    cli = MSGRPOCLI(default_config=config_path(f"{recipe}.yaml"), args=args, run=False)
+    return cli.datamodule.game
 
 
 def read_walls(dirs: dict[str, Path]) -> dict[str, float]:
     """Wall-clock seconds of finished runs (``wall_s.txt`` written by :func:`run_seeds`)."""
     files = {n: Path(d) / "wall_s.txt" for n, d in dirs.items()}
     return {n: float(f.read_text()) for n, f in files.items() if f.exists()}
-
-
-def _validated_last(cli) -> bool:
-    every = cli.trainer.check_val_every_n_epoch or 0
-    return bool(every) and cli.trainer.current_epoch % every == 0 and cli.trainer.limit_val_batches != 0
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -262,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake", help="recipe module under msgrpo.recipes")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_grid_arguments(parser, default_seeds=[0, 1, 2])
     parser.add_argument("--out", default="reports/run", help="report directory (runs go to <out>/seed_<k>)")
     parser.add_argument("--aggregate-only", action="store_true", help="only aggregate existing seed_* runs")
     parser.add_argument("--reference-episodes", type=int, default=50)
@@ -271,12 +294,13 @@ def main(argv: list[str] | None = None) -> dict:
     walls: dict[str, float] = {}
     game = None
     if args.aggregate_only:
-        dirs = {p.name: p for p in sorted(out.glob("seed_*"))}
+        dirs = {p.name: p for p in sorted(out.glob("*seed_*")) if p.is_dir()}
         if not dirs:
             parser.error(f"no seed_* run directories under {out}")
         walls = read_walls(dirs)
     else:
-        dirs, game, walls = run_seeds(args.recipe, args.seeds, out, extra)
+        dirs, walls = run_seeds(args.recipe, args.seeds, out, extra, args.float_paths, args.threads, args.parallel)
+        game = recipe_game(args.recipe, extra, out)
     runs = {name: read_metrics(d) for name, d in dirs.items()}
     summary = aggregate(runs)
     summary["wall_s"] = mean_ci(list(walls.values())) if walls else None

@@ -9,32 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fast_fit import QUIET, SMALL_ROLLOUT, run_dir
+from fast_fit import FAST_FIT, run_dir
 
 WORKER = Path(__file__).with_name("run_fit.py")
 TIMEOUT_S = 150
 
-# tiny, fast settings: 2 iterations of 2 groups x 2 episodes, one validation at the end
+# fast_fit's small run (2 groups x 2 episodes, the smallest tiny model, random fallback moves, unconstrained
+# answers) for 2 iterations, with one validation at the end
 FAST = [
+    *FAST_FIT,
     "--trainer.max_epochs=2",
-    "--trainer.accelerator=cpu",
-    *QUIET,
+    "--trainer.limit_val_batches=null",  # (the default: every validation batch; FAST_FIT has none)
     "--trainer.check_val_every_n_epoch=2",
-    *SMALL_ROLLOUT,
     "--data.eval_episodes=5",
     "--data.eval_scenarios=[train]",
-    # invalid answers (the untrained tiny model) play random moves drawn from the env's seeded RNG, on a
-    # random map per group (the recipe's default is the classic map): returns and evaluation results
-    # are not all alike
-    "--data.game.init_args.fallback=random",
-    # unconstrained answers: the format penalty gives every iteration a learning signal (see fast_fit.py)
-    "--model.policy.init_args.allowed_tokens=null",
+    # invalid answers play random moves (FAST_FIT's fallback) on a random map per group (the recipe's default
+    # is the classic map): returns and evaluation results are not all alike
     "--data.game.init_args.map_name=null",
     # parameters move only through gradients (no weight decay): "changed" means "learned"
     "--model.optimizer.init_args.weight_decay=0",
-    # the smallest tiny model (the recipe's may grow): these tests check mechanics, not learning speed
-    "--model.policy.init_args.tiny.hidden_size=64",
-    "--model.policy.init_args.tiny.intermediate_size=128",
 ]
 
 

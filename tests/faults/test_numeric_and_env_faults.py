@@ -2,9 +2,9 @@
 
 import time
 
-import lightning as L
 import pytest
 import torch
+from fast_fit import plain_trainer
 
 from msgrpo.components.games import FrozenLake
 from msgrpo.components.samplers import All
@@ -33,10 +33,7 @@ class NaNLoss(MSGRPOLoss):
 def _fit(policy, loss, tmp_path, epochs, max_bad=10):
     module = MSGRPOModule(policy, loss, max_bad_updates=max_bad)
     data = RolloutDataModule(FrozenLake(), sampler=All(), num_groups=1, group_size=2)
-    trainer = L.Trainer(
-        max_epochs=epochs, reload_dataloaders_every_n_epochs=1, limit_val_batches=0, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False,
-    )  # fmt: skip
+    trainer = plain_trainer(tmp_path, max_epochs=epochs, reload_dataloaders_every_n_epochs=1)
     return module, data, trainer
 
 
@@ -105,10 +102,7 @@ def test_every_reset_failing_is_a_logged_no_op_iteration(tiny_policy_factory, tm
     before = [p.detach().clone() for p in policy.parameters()]
     module = MSGRPOModule(policy)
     data = RolloutDataModule(BrokenLake(), num_groups=2, group_size=2)
-    trainer = L.Trainer(
-        max_epochs=2, limit_val_batches=0, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False,
-    )  # fmt: skip
+    trainer = plain_trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match="all 4 episodes failed .*the lake is closed.*trains nothing"):
         trainer.fit(module, datamodule=data)
     assert trainer.current_epoch == 2 and len(module.history) == 2
@@ -116,7 +110,6 @@ def test_every_reset_failing_is_a_logged_no_op_iteration(tiny_policy_factory, tm
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     # on_env_error="raise" stops at the first failing reset instead
     strict = RolloutDataModule(BrokenLake(), num_groups=2, group_size=2, on_env_error="raise")
-    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False)  # fmt: skip
+    trainer = plain_trainer(tmp_path, max_epochs=1)
     with pytest.raises(RuntimeError, match="the lake is closed"):
         trainer.fit(MSGRPOModule(policy), datamodule=strict)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from fast_fit import SMALL_ROLLOUT
+from fast_fit import QUIET, SMALL_ROLLOUT, run_dir
 
 from msgrpo.recipes import frozen_lake
 
@@ -18,9 +18,7 @@ from msgrpo.recipes import frozen_lake
 def _cmd(root, epochs, *extra):
     return [
         sys.executable, "-m", "msgrpo.recipes.frozen_lake", "fit", f"--trainer.max_epochs={epochs}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.limit_val_batches=0",
-        f"--trainer.default_root_dir={root}",
-        *SMALL_ROLLOUT, *extra,
+        *QUIET, "--trainer.limit_val_batches=0", *run_dir(root), *SMALL_ROLLOUT, *extra,
     ]  # fmt: skip
 
 
@@ -100,8 +98,7 @@ def test_kill_9_loses_at_most_the_current_iteration(tmp_path):
 def test_same_seed_same_metrics(tmp_path):
     def run(root):
         cli = frozen_lake.main([
-            "fit", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0",
-            f"--trainer.default_root_dir={root}",
+            "fit", "--trainer.max_epochs=2", *QUIET, "--trainer.limit_val_batches=0", *run_dir(root),
             *SMALL_ROLLOUT, "--data.game.init_args.map_name=null",
             "--model.loss.init_args.entropy_coef=0.01",  # every update has a gradient
         ])  # fmt: skip

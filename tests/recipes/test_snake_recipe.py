@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from fast_fit import SMALL_ROLLOUT
+from fast_fit import SMALL_ROLLOUT, run_dir
 
 SMALL = [
     "--trainer.max_epochs=2",
@@ -20,9 +20,8 @@ SMALL = [
 @pytest.mark.slow
 def test_main_command_shows_progress_and_a_summary(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = [f"--trainer.default_root_dir={tmp_path}"]
     proc = subprocess.run(
-        [sys.executable, "-m", "msgrpo.recipes.snake", "fit", *SMALL, *args],
+        [sys.executable, "-m", "msgrpo.recipes.snake", "fit", *SMALL, *run_dir(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
