@@ -14,7 +14,7 @@ measuring passes, rollbacks) and, last, one JSON line with the median seconds pe
 ``speedup`` (before / after) and the peak RSS (``after`` runs first, so its ``peak_memory_mb`` is its own).
 
     python benchmarks/iteration.py --model smollm2 --game frozen_lake --iterations 2
-    python benchmarks/iteration.py --model smollm2 --game snake --iterations 2
+    python benchmarks/iteration.py --model smollm2 --game snake --iterations 1 --warmup 0   # before: minutes
     python benchmarks/iteration.py --model tiny --iterations 2          # the same comparison, tiny model
 """
 
@@ -30,7 +30,16 @@ BEFORE = ["--model.policy.init_args.cache_trunk=false"]  # every pass runs every
 BEFORE_SNAKE = ["--data.game.init_args.observation=full"]  # the grid, the legend, every body cell
 
 
-def run(variant: list[str], model: str, game: str, iterations: int, seed: int, out: str, overrides: list[str]) -> dict:
+def run(
+    variant: list[str],
+    model: str,
+    game: str,
+    iterations: int,
+    seed: int,
+    out: str,
+    overrides: list[str],
+    warmup: int = 1,
+) -> dict:
     if game == "snake":
         extra = ["--data.num_groups=4", "--data.group_size=16", "--model.policy.init_args.temperature=1.0"]
     else:
@@ -44,9 +53,9 @@ def run(variant: list[str], model: str, game: str, iterations: int, seed: int, o
         extra += ["--model.policy.init_args.lora.r=8", "--model.policy.init_args.lora.layers=[-1]"]
     recipe = "snake.yaml" if game == "snake" else "frozen_lake.yaml"
     extra += ["--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"]  # (no validation games)
-    cli = build_recipe(recipe, out, 600, iterations + 1, seed, [*extra, *variant, *overrides])
+    cli = build_recipe(recipe, out, 600, iterations + warmup, seed, [*extra, *variant, *overrides])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    rows = cli.model.history[1:]  # the first iteration pays for warm-up
+    rows = cli.model.history[warmup:]  # a warm-up iteration pays for first-time allocations
     for row in rows:
         top = row["perf/update_s"] - row["perf/trunk_s"] - row["perf/measure_s"]
         print(
@@ -78,17 +87,20 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     parser.add_argument("--game", choices=["frozen_lake", "snake"], default="frozen_lake")
-    parser.add_argument("--iterations", type=int, default=3, help="timed iterations of each (after one warm-up)")
+    parser.add_argument("--iterations", type=int, default=3, help="timed iterations of each (after the warm-up)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed iterations first (0: the first is timed, warm-up included)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_iteration")
     parser.add_argument("overrides", nargs="*", help="after --: recipe arguments for both settings")
     args = parser.parse_args(argv)
-    result = {"model": args.model, "game": args.game}
+    result = {"model": args.model, "game": args.game, "warmup": args.warmup}
     before = BEFORE + (BEFORE_SNAKE if args.game == "snake" else [])
     for name, variant in (("after", []), ("before", before)):  # after first: its peak memory is its own
         print(f"{name}:", flush=True)
         out = f"{args.out}/{name}"
-        result[name] = run(variant, args.model, args.game, args.iterations, args.seed, out, args.overrides)
+        result[name] = run(variant, args.model, args.game, args.iterations, args.seed, out, args.overrides, args.warmup)
     result["speedup"] = round(result["before"]["iteration_s"] / max(result["after"]["iteration_s"], 1e-9), 2)
     print(json.dumps(result), flush=True)
     return result
