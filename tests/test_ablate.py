@@ -27,9 +27,22 @@ def test_report_runs_seeds_and_writes_files(tmp_path, capsys):
     assert (tmp_path / "curves.csv").exists() and (tmp_path / "final.csv").exists()
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["report"] == str(tmp_path)
-    # aggregation of existing runs gives the same numbers
+    # aggregation of the finished runs gives the same numbers (a folder that never finished is left out)
+    (tmp_path / "native-seed_9").mkdir()
     again = report.main(["--aggregate-only", "--out", str(tmp_path)])
+    assert set(again["runs"]) == {"seed_0", "seed_1"}
     assert again["final"]["eval/train/success_rate"]["mean"] == final["mean"]
+
+
+@pytest.mark.slow
+def test_report_says_which_runs_failed_and_exits_non_zero(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="1 of 1 runs failed: seed_0"):
+        report.main(["--seeds", "0", "--out", str(tmp_path), "--", *TINY, "--data.no_such_setting=1"])
+    assert json.loads((tmp_path / "report.json").read_text())["failed"] == ["seed_0"]
+    assert "no_such_setting" in (tmp_path / "native-seed_0.log").read_text()  # the run's own error, kept
+    with pytest.raises(SystemExit):
+        report.main(["--recipe", "no_such_recipe", "--out", str(tmp_path / "x")])  # refused before any run
+    capsys.readouterr()
 
 
 @pytest.mark.slow

@@ -7,10 +7,11 @@
 A variant is ``name=overlay`` where the overlay is a packaged config name (``sampler_uniform.yaml``) or a
 path, optionally followed by extra arguments after commas (``lr3=base.yaml,--model.optimizer.init_args.lr=3e-3``).
 Each variant runs through :func:`msgrpo.tools.report.run_seeds` (each run its own process; ``--float-paths`` and
-``--parallel`` as in ``msgrpo.tools.report``) into ``<out>/<name>/seed_<k>``; the table gives, per scenario, the
-final evaluation success rate and return as mean ± 95% CI, the area under the evaluation success curve, the
-training-rollout return of the last iteration (mean ± 95% CI) and its area under the curve, and the mean wall-
-clock per run.
+``--parallel`` as in ``msgrpo.tools.report``) into ``<out>/<name>/seed_<k>``
+(``<out>/<name>/<path>-...-seed_<k>`` with several float paths); the table gives, per scenario, the final
+evaluation success rate and return as mean ± 95% CI, the area under the evaluation success curve, the
+training-rollout return of the last iteration (mean ± 95% CI) and its area under the curve, and the mean
+wall-clock per run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from msgrpo.tools.report import aggregate, mean_ci, read_metrics, read_walls, run_seeds, write_report
+from msgrpo.tools.report import aggregate, finished_runs, mean_ci, read_metrics, read_walls, run_seeds, write_report
 from msgrpo.tools.runs import add_grid_arguments
 
 
@@ -113,22 +114,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake")
-    add_grid_arguments(parser, default_seeds=[0, 1, 2, 3])
+    add_grid_arguments(parser, default_seeds=[0, 1, 2, 3], default_threads=None)
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="name=overlay[,args]")
     parser.add_argument("--out", default="reports/ablation")
-    parser.add_argument("--aggregate-only", action="store_true", help="only aggregate existing runs")
+    parser.add_argument("--aggregate-only", action="store_true", help="only aggregate the finished runs under --out")
     args = parser.parse_args(argv)
     out = Path(args.out)
     results: dict[str, dict] = {}
+    failed: list[str] = []
     for name, variant_args in args.variant:
         vdir = out / name
-        walls: dict[str, float] = {}
         if args.aggregate_only:
-            dirs = {p.name: p for p in sorted(vdir.glob("*seed_*")) if p.is_dir()}
-            walls = read_walls(dirs)
+            dirs = finished_runs(vdir)
         else:
-            dirs, walls = run_seeds(args.recipe, args.seeds, vdir, [*variant_args, *common], args.float_paths,
-                                       args.threads, args.parallel)  # fmt: skip
+            dirs, _, lost = run_seeds(args.recipe, args.seeds, vdir, [*variant_args, *common], args.float_paths,
+                                      args.threads, args.parallel)  # fmt: skip
+            failed += [f"{name}/{run}" for run in lost]
+        walls = read_walls(dirs)
         runs = {n: read_metrics(d) for n, d in dirs.items()}
         summary = aggregate(runs)
         summary["rollout"] = aggregate(runs, prefix="rollout/")
@@ -139,9 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
     md = table(results)
     (out / "ablation.md").write_text(md + "\n")
     (out / "ablation.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    files = plot(results, out, f"{args.recipe}: {len(args.seeds)} seeds per variant")
+    runs_each = f"{len(args.seeds)} seeds x {len(args.float_paths)} float paths"
+    files = plot(results, out, f"{args.recipe}: {runs_each} a variant")
     print(md)
-    print(json.dumps({"report": str(out), "files": [str(out / "ablation.md"), *map(str, files)]}))
+    print(json.dumps({"report": str(out), "files": [str(out / "ablation.md"), *map(str, files)], "failed": failed}))
+    if failed:
+        raise SystemExit(f"msgrpo.tools.ablate: runs failed: {', '.join(failed)} (their logs are under {out})")
     return results
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -213,67 +215,100 @@ def plot_report(summary: dict, out: Path, references: dict | None, title: str) -
     return files
 
 
+REFERENCES_FILE = "report_references.json"
+"""Written into each run's folder by :func:`fit_one`: the reference players on the evaluated scenarios."""
+
+
 def run_seeds(
     recipe: str,
     seeds: list[int],
     out: Path,
     extra: list[str],
     paths: list[str] | None = None,
-    threads: int = 2,
+    threads: int | None = None,
     parallel: int = 1,
-) -> tuple[dict[str, Path], dict[str, float]]:
+    reference_episodes: int = 0,
+) -> tuple[dict[str, Path], dict[str, float], list[str]]:
     """Fit ``recipe`` once per seed and float path (:func:`msgrpo.tools.runs.run_each`: each run in its own
-    process), each into ``out/seed_<k>`` (one float path) or ``out/<path>-<threads>t-seed_<k>``.
+    process, :func:`fit_one`), each into ``out/seed_<k>`` (one float path) or ``out/<run name>``.
 
     Args:
         recipe: module under ``msgrpo.recipes``.
         seeds: ``--seed_everything`` of each run.
         out: report folder (runs, their logs and ``runs.jsonl`` go under it).
-        extra: recipe arguments of every run.
+        extra: recipe arguments of every run (the float path's own arguments come after them).
         paths: float paths (``native``, ``avx2@1``, ...; default native), see ``runs.FLOAT_PATHS``.
-        threads: threads of a path given without ``@``.
+        threads: threads of a path given without ``@`` (None: the environment's).
         parallel: runs at once.
+        reference_episodes: episodes a scenario for the reference players after each run (0: none).
 
     Returns:
-        ``(run name -> run dir, run name -> wall seconds)`` of the runs that finished.
+        ``(run name -> run dir, run name -> wall seconds)`` of the runs that finished, and the names of
+        those that failed.
     """
-    runs = [Run(seed, *float_path(spec, threads)) for spec in paths or ["native"] for seed in seeds]
+    runs = list(dict.fromkeys(Run(seed, *float_path(spec, threads)) for spec in paths or ["native"] for seed in seeds))
     single = len({(r.path, r.threads) for r in runs}) == 1
 
     def run_dir(run: Run) -> Path:
         return out / (f"seed_{run.seed}" if single else run.name)
 
     def command(run: Run) -> list[str]:
-        return [sys.executable, "-m", f"msgrpo.recipes.{recipe}", "fit", f"--seed_everything={run.seed}",
-                f"--trainer.default_root_dir={run_dir(run)}", "--trainer.logger.init_args.version=0",
-                "--trainer.enable_progress_bar=false", *FLOAT_PATHS[run.path][1], *extra]  # fmt: skip
+        return [sys.executable, "-c", "from msgrpo.tools.report import fit_one; fit_one()", recipe,
+                str(reference_episodes), f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run_dir(run)}",
+                "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false", *extra,
+                *FLOAT_PATHS[run.path][1]]  # fmt: skip
 
     print(f"msgrpo.tools.report: {recipe}, {len(runs)} runs -> {out}", file=sys.stderr, flush=True)
     results = run_each(runs, command, out, parallel, result=lambda run, log: {"run_dir": str(run_dir(run))})
-    dirs, walls = {}, {}
+    dirs, walls, failed = {}, {}, []
     for run, res in zip(runs, results):
         if "error" in res:
             print(f"msgrpo.tools.report: {run.name} failed: {res['error']}", file=sys.stderr, flush=True)
+            failed.append(run_dir(run).name)
             continue
         name = run_dir(run).name
         dirs[name], walls[name] = run_dir(run), res["wall_s"]
         (run_dir(run) / "wall_s.txt").write_text(f"{res['wall_s']:.3f}\n")
-    return dirs, walls
+    return dirs, walls, failed
 
 
-def recipe_game(recipe: str, extra: list[str], out: Path):
-    """The game a recipe's runs play (the recipe with ``extra`` built in this process, not fitted)."""
-    from msgrpo.cli import MSGRPOCLI, config_path
+def fit_one(argv: list[str] | None = None) -> None:
+    """One run of a report, in its own process (``argv``: recipe, reference episodes, then ``fit``'s
+    arguments): fit, evaluate once more if the last iteration was not (a run its time budget stopped), and
+    write the reference players' results on the evaluated panel to ``<root>/report_references.json``."""
+    recipe, episodes, *args = sys.argv[1:] if argv is None else argv
+    cli = importlib.import_module(f"msgrpo.recipes.{recipe}").main(["fit", *args])
+    if cli.model.history and not _validated_last(cli):
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    if int(episodes) > 0:
+        references = reference_results(cli.datamodule.game, int(episodes))
+        Path(cli.trainer.default_root_dir, REFERENCES_FILE).write_text(json.dumps(references, sort_keys=True))
 
-    args = [*extra, f"--trainer.default_root_dir={out}"]
-    cli = MSGRPOCLI(default_config=config_path(f"{recipe}.yaml"), args=args, run=False)
-    return cli.datamodule.game
+
+def _validated_last(cli) -> bool:
+    trainer = cli.trainer
+    every = trainer.check_val_every_n_epoch or 0
+    last = trainer.current_epoch % every == 0 or trainer.current_epoch == trainer.max_epochs if every else False
+    return last and trainer.limit_val_batches != 0
 
 
 def read_walls(dirs: dict[str, Path]) -> dict[str, float]:
     """Wall-clock seconds of finished runs (``wall_s.txt`` written by :func:`run_seeds`)."""
     files = {n: Path(d) / "wall_s.txt" for n, d in dirs.items()}
     return {n: float(f.read_text()) for n, f in files.items() if f.exists()}
+
+
+def finished_runs(out: Path) -> dict[str, Path]:
+    """The run folders under ``out`` that finished (:func:`run_seeds` wrote their ``wall_s.txt``)."""
+    return {p.parent.name: p.parent for p in sorted(out.glob("*seed_*/wall_s.txt"))}
+
+
+def read_references(dirs: dict[str, Path]) -> dict | None:
+    """The reference players' results a run wrote (the same panel for every run; None if none did)."""
+    for d in dirs.values():
+        if (Path(d) / REFERENCES_FILE).is_file():
+            return json.loads((Path(d) / REFERENCES_FILE).read_text())
+    return None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -285,30 +320,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m msgrpo.tools.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--recipe", default="frozen_lake", help="recipe module under msgrpo.recipes")
-    add_grid_arguments(parser, default_seeds=[0, 1, 2])
-    parser.add_argument("--out", default="reports/run", help="report directory (runs go to <out>/seed_<k>)")
-    parser.add_argument("--aggregate-only", action="store_true", help="only aggregate existing seed_* runs")
-    parser.add_argument("--reference-episodes", type=int, default=50)
+    add_grid_arguments(parser, default_seeds=[0, 1, 2], default_threads=None)
+    parser.add_argument(
+        "--out", default="reports/run", help="report directory (runs go to <out>/seed_<k>, or <out>/<path>-...)"
+    )
+    parser.add_argument("--aggregate-only", action="store_true", help="only aggregate the finished runs under --out")
+    parser.add_argument("--reference-episodes", type=int, default=50, help="reference players' episodes a scenario")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    walls: dict[str, float] = {}
-    game = None
+    failed: list[str] = []
     if args.aggregate_only:
-        dirs = {p.name: p for p in sorted(out.glob("*seed_*")) if p.is_dir()}
+        dirs = finished_runs(out)
         if not dirs:
-            parser.error(f"no seed_* run directories under {out}")
-        walls = read_walls(dirs)
+            parser.error(f"no finished runs (*seed_*/wall_s.txt) under {out}")
     else:
-        dirs, walls = run_seeds(args.recipe, args.seeds, out, extra, args.float_paths, args.threads, args.parallel)
-        game = recipe_game(args.recipe, extra, out)
+        if importlib.util.find_spec(f"msgrpo.recipes.{args.recipe}") is None:
+            parser.error(f"no recipe msgrpo.recipes.{args.recipe}")
+        dirs, _, failed = run_seeds(args.recipe, args.seeds, out, extra, args.float_paths, args.threads,
+                                    args.parallel, args.reference_episodes)  # fmt: skip
+    walls = read_walls(dirs)
     runs = {name: read_metrics(d) for name, d in dirs.items()}
     summary = aggregate(runs)
     summary["wall_s"] = mean_ci(list(walls.values())) if walls else None
     summary["runs"] = {name: str(d) for name, d in dirs.items()}
-    references = reference_results(game, args.reference_episodes) if game is not None else None
-    files = write_report(summary, out, references, title=f"{args.recipe}: {len(dirs)} seeds")
+    summary["failed"] = failed
+    files = write_report(summary, out, read_references(dirs), title=f"{args.recipe}: {len(dirs)} runs")
     finals = {m: round(r["mean"], 3) for m, r in summary["final"].items() if m.endswith("success_rate")}
-    print(json.dumps({"report": str(out), "files": [str(f) for f in files], "final_success_mean": finals}))
+    print(json.dumps({"report": str(out), "files": [str(f) for f in files], "final_success_mean": finals,
+                      "failed": failed}))  # fmt: skip
+    if failed:
+        raise SystemExit(f"msgrpo.tools.report: {len(failed)} of {len(failed) + len(dirs)} runs failed: "
+                         f"{', '.join(failed)} (their logs are under {out})")  # fmt: skip
     return summary
 
 

@@ -41,24 +41,29 @@ FLOAT_PATHS: dict[str, tuple[dict[str, str], list[str]]] = {
 
 
 class Run(NamedTuple):
-    """One run of a grid."""
+    """One run of a grid (``threads`` None: the environment's thread count)."""
 
     seed: int
     path: str
-    threads: int
+    threads: int | None
 
     @property
     def name(self) -> str:
-        """``<path>-<threads>t-seed_<seed>``: the run's log and folder name."""
-        return f"{self.path}-{self.threads}t-seed_{self.seed}"
+        """``<path>-<threads>t-seed_<seed>`` (``<path>-seed_<seed>`` without a thread count): its log and folder."""
+        return f"{self.path}-{self.threads}t-seed_{self.seed}" if self.threads else f"{self.path}-seed_{self.seed}"
 
     def tag(self) -> dict:
         """The run's coordinates as they appear in ``runs.jsonl``."""
         return {"seed": self.seed, "float_path": self.path, "threads": self.threads}
 
 
-def add_grid_arguments(parser, default_seeds: list[int] | None = None) -> None:
-    """``--seeds``, ``--float-paths``, ``--threads`` and ``--parallel`` on an argparse parser."""
+PINNED = ("ATEN_CPU_CAPABILITY", "MKL_CBWR")
+"""Variables that choose a float path: no run inherits them from the caller; its path sets them."""
+
+
+def add_grid_arguments(parser, default_seeds: list[int] | None = None, default_threads: int | None = 2) -> None:
+    """``--seeds``, ``--float-paths``, ``--threads`` and ``--parallel`` on an argparse parser (``default_threads``
+    None: a path given without ``@`` keeps the environment's thread count)."""
     parser.add_argument("--seeds", type=int, nargs="+", default=default_seeds or [0], help="run seeds")
     parser.add_argument(
         "--float-paths",
@@ -67,27 +72,43 @@ def add_grid_arguments(parser, default_seeds: list[int] | None = None) -> None:
         metavar="PATH[@THREADS]",
         help=f"float paths of the grid, each with an optional thread count (native@1): {', '.join(FLOAT_PATHS)}",
     )
-    parser.add_argument("--threads", type=int, default=2, help="threads of a path given without @THREADS")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads,
+        help="threads of a path given without @THREADS" + ("" if default_threads else " (default: the environment's)"),
+    )
     parser.add_argument(
         "--parallel", type=int, default=1, help="runs at once (each in its own process; 2 cores: at most 2)"
     )
 
 
-def float_path(spec: str, threads: int) -> tuple[str, int]:
-    """``"native@1"`` -> ``("native", 1)``; a path without ``@`` gets ``threads``.
+def float_path(spec: str, threads: int | None) -> tuple[str, int | None]:
+    """``"native@1"`` -> ``("native", 1)``; a path without ``@`` gets ``threads``; ``reproducible`` always
+    runs 2 threads (:mod:`msgrpo.reproducible` pins them).
 
     Raises:
-        SystemExit: an unknown path name (with the known ones).
+        SystemExit: an unknown path name (with the known ones), a thread count that is not an integer >= 1.
     """
-    name, _, count = spec.partition("@")
+    name, at, count = spec.partition("@")
     if name not in FLOAT_PATHS:
         raise SystemExit(f"error: unknown float path {name!r} (known: {', '.join(FLOAT_PATHS)})")
-    return name, int(count) if count else threads
+    if at and not (count.isdigit() and int(count) >= 1):
+        raise SystemExit(f"error: {spec!r}: the thread count after @ must be an integer >= 1")
+    threads = int(count) if at else threads
+    if threads is not None and threads < 1:
+        raise SystemExit(f"error: --threads must be >= 1, got {threads}")
+    if name == "reproducible":
+        if threads not in (None, 2):
+            raise SystemExit(f"error: {spec!r}: the reproducible path pins 2 threads")
+        threads = 2
+    return name, threads
 
 
 def grid(args) -> list[Run]:
-    """The runs of parsed ``--seeds`` x ``--float-paths`` (paths outer, seeds inner)."""
-    return [Run(seed, *float_path(spec, args.threads)) for spec in args.float_paths for seed in args.seeds]
+    """The runs of parsed ``--seeds`` x ``--float-paths`` (paths outer, seeds inner; each run once)."""
+    runs = [Run(seed, *float_path(spec, args.threads)) for spec in args.float_paths for seed in args.seeds]
+    return list(dict.fromkeys(runs))
 
 
 def run_each(
@@ -98,7 +119,8 @@ def run_each(
     result: Callable[[Run, Path], dict] | None = None,
 ) -> list[dict]:
     """Run ``command(run)`` once per run, each in its own process (``parallel`` at once), with the run's
-    float-path environment and thread count (``MSGRPO_THREADS``, ``OMP_NUM_THREADS``) set before it starts.
+    float-path environment (:data:`PINNED` never inherited) and thread count (``MSGRPO_THREADS``,
+    ``OMP_NUM_THREADS``) set before it starts. ``wall_s`` is the whole process, start-up included.
 
     Args:
         runs: the grid.
@@ -119,8 +141,9 @@ def run_each(
 
     def one(run: Run) -> dict:
         log = out / f"{run.name}.log"
-        threads = {"MSGRPO_THREADS": str(run.threads), "OMP_NUM_THREADS": str(run.threads)}
-        env = {**os.environ, **FLOAT_PATHS[run.path][0], **threads}
+        threads = {"MSGRPO_THREADS": str(run.threads), "OMP_NUM_THREADS": str(run.threads)} if run.threads else {}
+        inherited = {k: v for k, v in os.environ.items() if k not in PINNED}
+        env = {**inherited, **FLOAT_PATHS[run.path][0], **threads}
         start = time.perf_counter()
         with open(log, "w") as handle:
             proc = subprocess.run(command(run), stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
@@ -140,9 +163,16 @@ def run_each(
 
 
 def last_json_line(run: Run, log: Path) -> dict:
-    """The last line of ``log`` that is a JSON object (``{}`` if none)."""
-    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+    """The last line of ``log`` that parses as a JSON object (``{}`` if none)."""
+    for line in reversed(log.read_text().splitlines()):
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(found, dict):
+                return found
+    return {}
 
 
 def wilson_interval(passed: int, n: int, z: float = 1.959964) -> tuple[float, float]:
