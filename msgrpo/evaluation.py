@@ -266,7 +266,8 @@ class EvaluationSteps:
     def evaluate_after_last_iteration(self) -> None:
         """``fit`` always ends with an evaluation: at the last iteration (``trainer.max_epochs``) the validation
         loop runs whatever ``check_val_every_n_epoch`` says (the Snake recipe evaluates every 200 iterations;
-        a run with ``--trainer.max_epochs=50`` still ends with its table)."""
+        a run with ``--trainer.max_epochs=50`` still ends with its table); a run stopped early, see
+        :meth:`on_train_batch_end`."""
         trainer = self._trainer
         if trainer is None or trainer.max_epochs is None or trainer.max_epochs < 1:
             return
@@ -274,6 +275,18 @@ class EvaluationSteps:
         if every and self.current_epoch == trainer.max_epochs - 1 and trainer.max_epochs % every:
             self._check_val_every = every  # put back when training ends
             trainer.check_val_every_n_epoch = 1  # (read by Lightning at the iteration's end)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """A run stopped early (its ``max_time``, an early-stopping rule) also ends with an evaluation: once a
+        callback has set ``trainer.should_stop`` during an iteration, Lightning's validation check at the
+        end of that batch passes (it allows validation when stopping early) if this iteration is one it
+        evaluates, which this makes it. (A stop on SIGTERM is decided at the iteration's end, after the
+        check: it saves and exits without spending the grace period on games.)"""
+        trainer = self._trainer
+        every = trainer.check_val_every_n_epoch if trainer is not None else None
+        if every and every != 1 and trainer.should_stop and "_check_val_every" not in self.__dict__:
+            self._check_val_every = every  # put back when training ends
+            trainer.check_val_every_n_epoch = 1
 
     def on_train_end(self) -> None:
         every = self.__dict__.pop("_check_val_every", None)

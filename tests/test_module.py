@@ -90,3 +90,26 @@ def test_fit_always_ends_with_an_evaluation(tmp_path):
     assert evaluated == [1.0, 2.0]  # every 2nd, and the last
     assert cli.trainer.check_val_every_n_epoch == 2  # the setting is left as it was
     assert cli.model.eval_results
+
+
+@pytest.mark.slow
+def test_a_run_stopped_early_ends_with_an_evaluation(tmp_path):
+    # evaluations every 50 iterations, a stop requested during iteration 1 of 10: it is evaluated there
+    import lightning as L
+    from fast_fit import FAST_FIT, run_dir
+
+    from msgrpo.cli import MSGRPOCLI, config_path
+
+    class StopDuring(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.current_epoch == 1:
+                trainer.should_stop = True
+
+    args = [*FAST_FIT, "--trainer.limit_val_batches=1.0", "--trainer.check_val_every_n_epoch=50",
+            "--trainer.max_epochs=10", *run_dir(tmp_path)]  # fmt: skip
+    cli = MSGRPOCLI(default_config=config_path("frozen_lake.yaml"), args=args, run=False)
+    cli.trainer.callbacks.append(StopDuring())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    evaluated = [row["iteration"] for row in cli.model.history if "eval/train/success_rate" in row]
+    assert evaluated == [1.0] and len(cli.model.history) == 2
+    assert cli.trainer.check_val_every_n_epoch == 50  # the setting is left as it was
